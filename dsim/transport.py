@@ -1,0 +1,235 @@
+"""Making the spead2 send stream: UDP, ibverbs or in-process.
+
+Everything that can be wrong with a transport setting (a host that does not
+resolve, a bad port, ibverbs with a unicast destination or without an RDMA
+device) is reported as one :exc:`~dsim.errors.ConfigError` with a message that
+a command line can print as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+import spead2
+import spead2.send
+import spead2.send.asyncio
+
+from .errors import ConfigError
+
+DEFAULT_PORT = 7148
+#: UDP payload that fits a 9000-byte jumbo frame after the IP and UDP headers.
+DEFAULT_MAX_PACKET_SIZE = 8972
+#: Largest UDP payload over IPv4.
+MAX_PACKET_SIZE = 65507
+#: Smallest packet that holds a SPEAD header, a few item pointers and payload.
+MIN_PACKET_SIZE = 128
+
+SendStream = (
+    spead2.send.asyncio.UdpStream
+    | spead2.send.asyncio.UdpIbvStream
+    | spead2.send.asyncio.InprocStream
+)
+
+
+class TransportKind(Enum):
+    """How heaps leave the process."""
+
+    UDP = "udp"
+    IBVERBS = "ibverbs"
+    INPROC = "inproc"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A resolved destination: numeric IPv4 address and UDP port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def is_multicast(self) -> bool:
+        return ipaddress.ip_address(self.host).is_multicast
+
+
+def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
+    """Parse and resolve ``host[:port]`` into an :class:`Endpoint`."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = text, str(default_port)
+    if not host:
+        raise ConfigError(f"destination {text!r} has no host (expected host:port)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"destination {text!r} has a bad port {port_text!r}") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"destination {text!r}: port must be 1-65535, not {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        raise ConfigError(f"destination host {host!r} does not resolve: {reason}") from None
+    return Endpoint(str(infos[0][4][0]), port)
+
+
+def resolve_interface(address: str) -> str:
+    """Check that `address` is a numeric IPv4 interface address (or resolve it)."""
+    try:
+        return str(ipaddress.IPv4Address(address))
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(address)
+    except OSError:
+        raise ConfigError(f"interface address {address!r} is not an IPv4 address") from None
+
+
+@dataclass
+class TransportConfig:
+    """Where and how heaps are sent; fixed when the engine is created.
+
+    `rate` is in bytes per second on the wire (SPEAD headers included, as spead2
+    counts it); 0 means as fast as possible. `send_core` pins spead2's sending
+    thread to that CPU core. `buffer_size` is the socket send buffer (UDP) or
+    the ibverbs send ring, in bytes; None means spead2's default.
+    """
+
+    kind: TransportKind = TransportKind.UDP
+    destinations: Sequence[Endpoint] = (Endpoint("127.0.0.1", DEFAULT_PORT),)
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    rate: float = 0.0
+    ttl: int = 1
+    interface: str | None = None
+    buffer_size: int | None = None
+    send_core: int | None = None
+    #: In-process queues, one per destination (only for TransportKind.INPROC).
+    inproc_queues: Sequence[spead2.InprocQueue] = field(default_factory=tuple)
+
+    def validate(self) -> None:
+        """Raise :exc:`ConfigError` if the settings cannot work together."""
+        if not MIN_PACKET_SIZE <= self.max_packet_size <= MAX_PACKET_SIZE:
+            raise ConfigError(
+                f"packet size must be {MIN_PACKET_SIZE}-{MAX_PACKET_SIZE} bytes, "
+                f"not {self.max_packet_size}"
+            )
+        if not self.rate >= 0.0:  # also rejects NaN
+            raise ConfigError(f"rate must be >= 0 bytes/s (0 = unlimited), not {self.rate}")
+        if not 0 <= self.ttl <= 255:
+            raise ConfigError(f"TTL must be 0-255, not {self.ttl}")
+        if self.buffer_size is not None and self.buffer_size <= 0:
+            raise ConfigError(f"buffer size must be positive, not {self.buffer_size}")
+        if self.send_core is not None and self.send_core not in _usable_cores():
+            raise ConfigError(
+                f"CPU core {self.send_core} is not available (usable: {_format_cores()})"
+            )
+        if self.kind == TransportKind.INPROC:
+            if not self.inproc_queues:
+                raise ConfigError("the in-process transport needs at least one queue")
+            return
+        if not self.destinations:
+            raise ConfigError("at least one destination is needed")
+        if self.kind == TransportKind.IBVERBS:
+            unicast = [str(e) for e in self.destinations if not e.is_multicast]
+            if unicast:
+                raise ConfigError(
+                    "ibverbs sends only to IPv4 multicast groups; "
+                    f"not multicast: {', '.join(unicast)}"
+                )
+            if self.interface is None:
+                raise ConfigError("ibverbs needs --interface, the address of the sending NIC")
+
+    @property
+    def n_substreams(self) -> int:
+        if self.kind == TransportKind.INPROC:
+            return len(self.inproc_queues)
+        return len(self.destinations)
+
+
+def _usable_cores() -> set[int]:
+    return os.sched_getaffinity(0)
+
+
+def _format_cores() -> str:
+    return ",".join(str(c) for c in sorted(_usable_cores()))
+
+
+def make_thread_pool(config: TransportConfig) -> spead2.ThreadPool:
+    """One sending thread, pinned to `config.send_core` if given."""
+    if config.send_core is None:
+        return spead2.ThreadPool(1)
+    return spead2.ThreadPool(1, [config.send_core])
+
+
+def open_stream(
+    config: TransportConfig,
+    thread_pool: spead2.ThreadPool,
+    stream_config: spead2.send.StreamConfig,
+    memory_regions: Sequence[np.ndarray] = (),
+) -> SendStream:
+    """Create the send stream for `config`.
+
+    `memory_regions` are the payload arrays; ibverbs registers them with the
+    NIC so that it sends from them without a copy. Other transports ignore them.
+    """
+    config.validate()
+    endpoints = [(e.host, e.port) for e in config.destinations]
+    if config.kind == TransportKind.INPROC:
+        return spead2.send.asyncio.InprocStream(
+            thread_pool, list(config.inproc_queues), stream_config
+        )
+    if config.kind == TransportKind.IBVERBS:
+        ibv_config = spead2.send.UdpIbvConfig(
+            endpoints=endpoints,
+            interface_address=resolve_interface(config.interface or ""),
+            ttl=config.ttl,
+            memory_regions=list(memory_regions),
+        )
+        if config.buffer_size is not None:
+            ibv_config.buffer_size = config.buffer_size
+        try:
+            return spead2.send.asyncio.UdpIbvStream(thread_pool, stream_config, ibv_config)
+        except (RuntimeError, OSError) as exc:
+            raise ConfigError(f"cannot start ibverbs transport: {exc}") from None
+    buffer_size = (
+        config.buffer_size
+        if config.buffer_size is not None
+        else spead2.send.asyncio.UdpStream.DEFAULT_BUFFER_SIZE
+    )
+    try:
+        if any(e.is_multicast for e in config.destinations):
+            if config.interface is not None:
+                return spead2.send.asyncio.UdpStream(
+                    thread_pool,
+                    endpoints,
+                    stream_config,
+                    buffer_size,
+                    config.ttl,
+                    resolve_interface(config.interface),
+                )
+            return spead2.send.asyncio.UdpStream(
+                thread_pool, endpoints, stream_config, buffer_size, config.ttl
+            )
+        if config.interface is not None:
+            return spead2.send.asyncio.UdpStream(
+                thread_pool,
+                endpoints,
+                stream_config,
+                buffer_size,
+                resolve_interface(config.interface),
+            )
+        return spead2.send.asyncio.UdpStream(thread_pool, endpoints, stream_config, buffer_size)
+    except (RuntimeError, OSError) as exc:
+        raise ConfigError(f"cannot open UDP stream to {_join(config.destinations)}: {exc}") from None
+
+
+def _join(endpoints: Sequence[Endpoint]) -> str:
+    return ", ".join(str(e) for e in endpoints)
