@@ -1,0 +1,131 @@
+"""Transport creation errors: one clear ConfigError each, ready for a one-line message."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from dsim.engine import Engine
+from dsim.errors import ConfigError
+from dsim.transport import Endpoint, TransportConfig, TransportKind, parse_endpoint
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("127.0.0.1:7150") == Endpoint("127.0.0.1", 7150)
+    assert parse_endpoint("localhost") == Endpoint("127.0.0.1", 7148)
+    assert parse_endpoint("239.1.2.3:7148").is_multicast
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("no-such-host.invalid:7148", "does not resolve"),
+        ("127.0.0.1:0", "port must be 1-65535"),
+        ("127.0.0.1:70000", "port must be 1-65535"),
+        ("127.0.0.1:http", "bad port"),
+        (":7148", "no host"),
+    ],
+)
+def test_bad_endpoints(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_endpoint(text)
+    assert "\n" not in str(info.value)
+
+
+async def test_ibverbs_without_rdma_device_fails_clearly() -> None:
+    config = TransportConfig(
+        kind=TransportKind.IBVERBS,
+        destinations=[Endpoint("239.102.0.1", 7148)],
+        interface="127.0.0.1",
+    )
+    with pytest.raises(ConfigError, match="^cannot start ibverbs transport: .*") as info:
+        Engine(config)
+    assert "\n" not in str(info.value)
+
+
+async def test_ibverbs_rejects_unicast() -> None:
+    config = TransportConfig(
+        kind=TransportKind.IBVERBS,
+        destinations=[Endpoint("127.0.0.1", 7148)],
+        interface="127.0.0.1",
+    )
+    with pytest.raises(ConfigError, match="only to IPv4 multicast.*127.0.0.1:7148"):
+        Engine(config)
+
+
+async def test_ibverbs_needs_an_interface() -> None:
+    config = TransportConfig(kind=TransportKind.IBVERBS, destinations=[Endpoint("239.1.1.1", 1)])
+    with pytest.raises(ConfigError, match="--interface"):
+        Engine(config)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_packet_size": 10}, "packet size"),
+        ({"max_packet_size": 70000}, "packet size"),
+        ({"rate": -1.0}, "rate"),
+        ({"rate": float("nan")}, "rate"),
+        ({"ttl": 300}, "TTL"),
+        ({"send_core": 4096}, "CPU core 4096 is not available"),
+        ({"destinations": []}, "at least one destination"),
+    ],
+)
+async def test_bad_settings(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Engine(TransportConfig(**settings))  # type: ignore[arg-type]
+
+
+SEND_FAILURE_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, logging, subprocess
+    from dsim.engine import Engine
+    from dsim.transport import Endpoint, TransportConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    async def main():
+        # In a fresh network namespace loopback is down: every send fails.
+        engine = Engine(TransportConfig(destinations=[Endpoint("127.0.0.1", 7148)], rate=50e6))
+        engine.start()
+        await asyncio.sleep(2.5)
+        failing = engine.statistics()
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        await asyncio.sleep(0.5)
+        alive = engine.capturing
+        sent = await engine.stop()
+        print(json.dumps({"failing_errors": failing.send_errors, "failing_heaps": failing.heaps,
+                          "alive": alive, "sent": sent, "stats": engine.statistics().heaps}))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip for a private network namespace",
+)
+def test_send_failures_are_counted_and_the_engine_carries_on() -> None:
+    result = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", SEND_FAILURE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["failing_heaps"] == 0
+    assert out["failing_errors"] > 10  # every batch failed
+    assert out["alive"]
+    assert out["sent"] > 0 and out["sent"] == out["stats"]
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING")]
+    # Logged at most once a second over ~2.5 s of failures, each with a count.
+    assert 1 <= len(warnings) <= 4
+    assert all("Network is unreachable" in line for line in warnings)
