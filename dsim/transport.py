@@ -29,6 +29,8 @@ DEFAULT_MAX_PACKET_SIZE = 8972
 MAX_PACKET_SIZE = 65507
 #: Smallest packet that holds a SPEAD header, a few item pointers and payload.
 MIN_PACKET_SIZE = 128
+#: Where the kernel lists RDMA devices; empty or missing means ibverbs cannot work.
+RDMA_SYSFS = "/sys/class/infiniband"
 
 SendStream = (
     spead2.send.asyncio.UdpStream
@@ -154,6 +156,14 @@ class TransportConfig:
         return len(self.destinations)
 
 
+def rdma_devices() -> list[str]:
+    """Names of the RDMA devices the kernel knows (what ibverbs could use)."""
+    try:
+        return sorted(os.listdir(RDMA_SYSFS))
+    except OSError:
+        return []
+
+
 def _usable_cores() -> set[int]:
     return os.sched_getaffinity(0)
 
@@ -187,6 +197,11 @@ def open_stream(
             thread_pool, list(config.inproc_queues), stream_config
         )
     if config.kind == TransportKind.IBVERBS:
+        if not rdma_devices():
+            raise ConfigError(
+                f"cannot start ibverbs transport: no RDMA device on this machine "
+                f"({RDMA_SYSFS} is empty or missing); use UDP (drop --ibv)"
+            )
         ibv_config = spead2.send.UdpIbvConfig(
             endpoints=endpoints,
             interface_address=resolve_interface(config.interface or ""),

@@ -50,7 +50,12 @@ class Received:
 
 
 class Receiver:
-    """A spead2 receive stream on a UDP socket or an in-process queue."""
+    """A spead2 receive stream on a UDP socket or an in-process queue.
+
+    A background task takes heaps off the stream as they arrive (so that a
+    long capture does not back up into the socket); :meth:`collect` waits for
+    the end-of-stream heaps.
+    """
 
     def __init__(self, source: socket.socket | spead2.InprocQueue, max_packet: int = 9200) -> None:
         self.thread_pool = spead2.ThreadPool()
@@ -65,16 +70,23 @@ class Receiver:
             self.stream.add_udp_reader(source, max_size=max_packet)
         self.item_group = spead2.ItemGroup()
         self.received = Received()
+        self._changed = asyncio.Condition()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for heap in self.stream:
+            self._add(heap)
+            async with self._changed:
+                self._changed.notify_all()
 
     async def collect(self, ends: int = 1, idle_timeout: float = 5.0) -> Received:
-        """Receive until `ends` end-of-stream heaps arrived, or nothing came for `idle_timeout`."""
-        while self.received.ends < ends:
+        """Wait until `ends` end-of-stream heaps arrived, or nothing came for `idle_timeout`."""
+        while self.received.ends < ends and not self._task.done():
             try:
-                async with asyncio.timeout(idle_timeout):
-                    heap = await self.stream.get()
-            except (TimeoutError, spead2.Stopped):
+                async with asyncio.timeout(idle_timeout), self._changed:
+                    await self._changed.wait()
+            except TimeoutError:
                 break
-            self._add(heap)
         return self.received
 
     def _add(self, heap: spead2.recv.Heap) -> None:
@@ -97,6 +109,7 @@ class Receiver:
     def close(self) -> None:
         self.received.incomplete = self.stream.stats["incomplete_heaps_evicted"]
         self.stream.stop()
+        self._task.cancel()
 
 
 def int8(n: int) -> int:

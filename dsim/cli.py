@@ -1,0 +1,206 @@
+"""The ``dsim`` command: arguments, logging, signals.
+
+Exit status: 0 after a clean shutdown (``?halt``, SIGINT or SIGTERM, with any
+capture stopped and its end-of-stream heap sent); 1 when start-up fails (port
+in use, ibverbs not available); 2 for a bad command line. Errors the user can
+fix are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .engine import DEFAULT_HEAP_SIZE, Engine
+from .errors import ConfigError
+from .layout import validate_heap_size
+from .server import DeviceServer
+from .transport import (
+    DEFAULT_MAX_PACKET_SIZE,
+    DEFAULT_PORT,
+    Endpoint,
+    TransportConfig,
+    TransportKind,
+    parse_endpoint,
+)
+
+logger = logging.getLogger("dsim")
+
+DEFAULT_KATCP_PORT = 7147
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _typed(func: object, what: str) -> object:
+    """Wrap a converter so that its ConfigError/ValueError reads well in argparse."""
+
+    def convert(text: str) -> object:
+        try:
+            return func(text)  # type: ignore[operator]
+        except (ConfigError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc) or f"bad {what} {text!r}") from None
+
+    convert.__name__ = what
+    return convert
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"not an integer: {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"not a number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="dsim",
+        description="Digitiser simulator: streams SPEAD heaps of ADC samples, "
+        "controlled over katcp.",
+        epilog="katcp has no authentication and any client may ?halt the server: "
+        "it listens on 127.0.0.1 unless --katcp-host says otherwise.",
+    )
+    parser.add_argument(
+        "destinations",
+        metavar="DEST",
+        nargs="*",
+        type=_typed(parse_endpoint, "destination"),
+        help=f"host:port to send to (default 127.0.0.1:{DEFAULT_PORT}); several spread "
+        "the heaps over them in turn",
+    )
+    katcp = parser.add_argument_group("katcp")
+    katcp.add_argument("--katcp-host", default="127.0.0.1",
+                       help="address to listen on (default %(default)s)")
+    katcp.add_argument("--katcp-port", type=_typed(_int, "port"), default=DEFAULT_KATCP_PORT,
+                       help="port to listen on; 0 picks a free one (default %(default)s)")
+    stream = parser.add_argument_group("stream")
+    stream.add_argument("--heap-size", type=_typed(_int, "heap size"), default=DEFAULT_HEAP_SIZE,
+                        help="payload bytes per heap, one byte per sample (default %(default)s)")
+    stream.add_argument("--packet-size", type=_typed(_int, "packet size"),
+                        default=DEFAULT_MAX_PACKET_SIZE,
+                        help="maximum packet size in bytes (default %(default)s, a 9000-byte "
+                        "jumbo frame)")
+    stream.add_argument("--rate", type=_typed(_float, "rate"), default=0.0,
+                        help="send rate in bytes/s on the wire, 0 = as fast as possible "
+                        "(default %(default)s)")
+    stream.add_argument("--start", action="store_true",
+                        help="start capturing at once instead of waiting for ?capture-start")
+    network = parser.add_argument_group("network")
+    network.add_argument("--ttl", type=_typed(_int, "TTL"), default=1,
+                         help="multicast TTL (default %(default)s)")
+    network.add_argument("--interface", metavar="ADDRESS",
+                         help="IPv4 address of the interface to send from (needed by --ibv)")
+    network.add_argument("--ibv", action="store_true",
+                         help="send with ibverbs (multicast destinations only)")
+    network.add_argument("--buffer-size", type=_typed(_int, "buffer size"),
+                         help="socket buffer (UDP) or send ring (ibverbs) in bytes")
+    network.add_argument("--affinity", type=_typed(_int, "CPU core"), metavar="CORE",
+                         help="CPU core for spead2's sending thread")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        type=str.upper, help="logging level (default %(default)s)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse and cross-check the command line; any problem exits with status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.destinations:
+        args.destinations = [Endpoint("127.0.0.1", DEFAULT_PORT)]
+    if not 0 <= args.katcp_port <= 65535:
+        parser.error(f"argument --katcp-port: must be 0-65535, not {args.katcp_port}")
+    args.transport = TransportConfig(
+        kind=TransportKind.IBVERBS if args.ibv else TransportKind.UDP,
+        destinations=args.destinations,
+        max_packet_size=args.packet_size,
+        rate=args.rate,
+        ttl=args.ttl,
+        interface=args.interface,
+        buffer_size=args.buffer_size,
+        send_core=args.affinity,
+    )
+    try:
+        validate_heap_size(args.heap_size)
+        args.transport.validate()
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return args
+
+
+class StartupError(Exception):
+    """dsim could not start (exit status 1)."""
+
+
+async def run(args: argparse.Namespace) -> None:
+    """Run the engine and katcp server until halted or signalled."""
+    try:
+        engine = Engine(args.transport, args.heap_size)
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    server = DeviceServer(engine, args.katcp_host, args.katcp_port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(
+            f"cannot listen for katcp on {args.katcp_host}:{args.katcp_port}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    host, port = server.sockets[0].getsockname()[:2]
+    logger.info("katcp server listening on %s:%d", host, port)
+    logger.info(
+        "sending %s to %s, heap size %d, packet size %d, rate %s",
+        args.transport.kind.value,
+        ", ".join(str(d) for d in args.transport.destinations),
+        engine.heap_size,
+        args.transport.max_packet_size,
+        f"{args.transport.rate:g} B/s" if args.transport.rate else "unlimited",
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal, server, sig)
+    if args.start:
+        engine.start()
+    await server.join()
+    logger.info("shut down")
+
+
+def _on_signal(server: DeviceServer, sig: signal.Signals) -> None:
+    logger.info("received %s, shutting down", sig.name)
+    server.halt()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(run(args))
+    except StartupError as exc:
+        print(f"dsim: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

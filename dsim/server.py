@@ -1,0 +1,224 @@
+"""The katcp device server: requests and sensors in front of the engine.
+
+It holds no send logic: each request validates its arguments, calls the
+:class:`~dsim.engine.Engine` and replies; sensors mirror the engine's
+statistics. Request docstrings are what ``?help`` shows.
+"""
+
+# No `from __future__ import annotations`: aiokatcp reads the request
+# handlers' annotations at class creation to decode arguments.
+import asyncio
+import logging
+import time
+from collections import Counter
+
+import aiokatcp
+from aiokatcp import DeviceStatus, FailReply, Sensor, SensorSampler
+
+from . import __version__
+from .engine import CaptureError, Engine
+from .errors import ConfigError
+from .layout import MAX_HEAP_SIZE
+
+logger = logging.getLogger(__name__)
+
+#: How often sensors are refreshed from the engine while it runs.
+SENSOR_PERIOD = 0.5
+#: Fast-changing sensors report at most this often to `auto` subscribers ...
+AUTO_MIN_PERIOD = 0.5
+#: ... and at least this often while they change.
+AUTO_MAX_PERIOD = 10.0
+#: send-errors stays in `warn` (device-status `degraded`) this long after an error.
+SEND_ERROR_HOLD = 10.0
+
+
+def parse_positive_int(text: str, what: str, maximum: int | None = None) -> int:
+    """Parse a katcp argument as a positive integer, with a reason fit for ``!fail``."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise FailReply(f"{what} must be a positive integer, not {text!r}") from None
+    if value <= 0:
+        raise FailReply(f"{what} must be a positive integer, not {value}")
+    if maximum is not None and value > maximum:
+        raise FailReply(f"{what} must be at most {maximum}, not {value}")
+    return value
+
+
+class DeviceStatusSensor(aiokatcp.SimpleAggregateSensor[DeviceStatus]):
+    """``device-status``: ok, degraded if any sensor warns, fail if any is in error."""
+
+    def __init__(self, target: aiokatcp.SensorSet) -> None:
+        self._statuses: Counter[Sensor.Status] = Counter()
+        super().__init__(
+            target, DeviceStatus, "device-status", "Overall health of the simulator"
+        )
+
+    def aggregate_add(self, sensor: Sensor, reading: aiokatcp.Reading) -> bool:
+        self._statuses[reading.status] += 1
+        return True
+
+    def aggregate_remove(self, sensor: Sensor, reading: aiokatcp.Reading) -> bool:
+        self._statuses[reading.status] -= 1
+        return True
+
+    def aggregate_compute(self) -> tuple[Sensor.Status, DeviceStatus]:
+        if self._statuses[Sensor.Status.ERROR] or self._statuses[Sensor.Status.FAILURE]:
+            return Sensor.Status.ERROR, DeviceStatus.FAIL
+        if self._statuses[Sensor.Status.WARN]:
+            return Sensor.Status.WARN, DeviceStatus.DEGRADED
+        return Sensor.Status.NOMINAL, DeviceStatus.OK
+
+
+class DeviceServer(aiokatcp.DeviceServer):
+    """Digitiser simulator: streams SPEAD heaps of ADC samples on request."""
+
+    VERSION = "dsim-1.0"
+    BUILD_STATE = f"dsim-{__version__}"
+
+    def __init__(self, engine: Engine, host: str, port: int, **kwargs: object) -> None:
+        super().__init__(host, port, **kwargs)  # type: ignore[arg-type]
+        self.engine = engine
+        self._last_errors = 0
+        self._last_error_time = -1e9
+        fast = {
+            "auto_strategy": SensorSampler.Strategy.EVENT_RATE,
+            "auto_strategy_parameters": (AUTO_MIN_PERIOD, AUTO_MAX_PERIOD),
+        }
+        transport = engine.transport
+        destinations = ",".join(str(e) for e in transport.destinations)
+        if transport.inproc_queues:
+            destinations = "inproc"
+        self._capture_active = Sensor(
+            bool, "capture-active", "Whether heaps are being streamed", default=False,
+            initial_status=Sensor.Status.NOMINAL,
+        )
+        self._heaps = Sensor(
+            int, "transmitted-heaps", "Heaps sent since the process started", "heaps",
+            default=0, initial_status=Sensor.Status.NOMINAL, **fast,  # type: ignore[arg-type]
+        )
+        self._bytes = Sensor(
+            int, "transmitted-bytes", "Payload (sample) bytes sent since the process started",
+            "B", default=0, initial_status=Sensor.Status.NOMINAL, **fast,  # type: ignore[arg-type]
+        )
+        self._throughput = Sensor(
+            float, "throughput", "Payload bytes per second over about the last second",
+            "B/s", default=0.0, initial_status=Sensor.Status.NOMINAL,
+            **fast,  # type: ignore[arg-type]
+        )
+        self._heap_size = Sensor(
+            int, "heap-size", "Payload bytes (one byte per sample) per heap", "B",
+            default=engine.heap_size, initial_status=Sensor.Status.NOMINAL,
+        )
+        self._next_timestamp = Sensor(
+            int, "next-timestamp", "Timestamp (sample index) of the next heap to be sent",
+            "samples", default=0, initial_status=Sensor.Status.NOMINAL,
+            **fast,  # type: ignore[arg-type]
+        )
+        self._send_errors = Sensor(
+            int, "send-errors", "Failed batch sends since the process started (warn while recent)",
+            default=0, initial_status=Sensor.Status.NOMINAL,
+        )
+        constants: list[Sensor] = [
+            Sensor(str, "destinations", "Where heaps are sent (host:port, comma-separated)",
+                   default=destinations, initial_status=Sensor.Status.NOMINAL),
+            Sensor(str, "transport", "How heaps are sent (udp or ibverbs)",
+                   default=transport.kind.value, initial_status=Sensor.Status.NOMINAL),
+            Sensor(int, "packet-size", "Maximum packet size (SPEAD payload of a UDP packet)",
+                   "B", default=transport.max_packet_size, initial_status=Sensor.Status.NOMINAL),
+            Sensor(float, "rate", "Configured send rate on the wire, 0 = unlimited", "B/s",
+                   default=transport.rate, initial_status=Sensor.Status.NOMINAL),
+        ]
+        for s in [
+            self._capture_active, self._heaps, self._bytes, self._throughput,
+            self._heap_size, self._next_timestamp, self._send_errors, *constants,
+        ]:
+            self.sensors.add(s)
+        self.sensors.add(DeviceStatusSensor(self.sensors))
+        engine.add_listener(self.update_sensors)
+
+    async def start(self) -> None:
+        await super().start()
+        self.add_service_task(asyncio.create_task(self._refresh(), name="dsim-sensors"))
+
+    async def on_stop(self) -> None:
+        await self.engine.close()
+        self.update_sensors()
+
+    async def _refresh(self) -> None:
+        while True:
+            self.update_sensors()
+            await asyncio.sleep(SENSOR_PERIOD)
+
+    def update_sensors(self) -> None:
+        """Copy the engine's statistics into the sensors."""
+        stats = self.engine.statistics()
+        now = time.time()
+        self._capture_active.set_value(
+            stats.capturing,
+            Sensor.Status.ERROR if self.engine.failure is not None else Sensor.Status.NOMINAL,
+            timestamp=now,
+        )
+        self._heaps.set_value(stats.heaps, timestamp=now)
+        self._bytes.set_value(stats.bytes, timestamp=now)
+        self._throughput.set_value(stats.throughput, timestamp=now)
+        self._heap_size.set_value(stats.heap_size, timestamp=now)
+        self._next_timestamp.set_value(stats.next_timestamp, timestamp=now)
+        if stats.send_errors != self._last_errors:
+            self._last_errors = stats.send_errors
+            self._last_error_time = time.monotonic()
+        recent = time.monotonic() - self._last_error_time < SEND_ERROR_HOLD
+        self._send_errors.set_value(
+            stats.send_errors,
+            Sensor.Status.WARN if recent else Sensor.Status.NOMINAL,
+            timestamp=now,
+        )
+
+    async def request_capture_start(self, ctx: aiokatcp.RequestContext, heaps: str = "") -> int:
+        """Start streaming heaps (with a count, send that many then stop); replies with the first timestamp.
+
+        Parameters
+        ----------
+        heaps : int, optional
+            Number of heaps to send; without it the capture runs until ?capture-stop.
+        """
+        count = parse_positive_int(heaps, "heap count") if heaps else None
+        try:
+            return self.engine.start(count)
+        except CaptureError as exc:
+            raise FailReply(str(exc)) from None
+
+    async def request_capture_stop(self, ctx: aiokatcp.RequestContext) -> int:
+        """Stop streaming once all heaps in flight and the end-of-stream heap are sent; replies heaps sent.
+
+        Without a capture this succeeds at once and sends nothing.
+        """
+        try:
+            heaps = await self.engine.stop()
+        except Exception as exc:
+            raise FailReply(f"capture failed: {exc}") from None
+        self.update_sensors()
+        return heaps
+
+    async def request_heap_size(
+        self, ctx: aiokatcp.RequestContext, size: str = ""
+    ) -> tuple[int, int] | int:
+        """Query or set the heap size in bytes; when set, replies with it and its first timestamp.
+
+        Parameters
+        ----------
+        size : int, optional
+            New payload bytes per heap (one byte per sample), 1 to 67108864.
+            While streaming it takes effect at the next batch boundary, with
+            no gap in the timestamps. Without it, the current size is returned.
+        """
+        if not size:
+            return self.engine.heap_size
+        value = parse_positive_int(size, "heap size", MAX_HEAP_SIZE)
+        try:
+            timestamp = await self.engine.set_heap_size(value)
+        except ConfigError as exc:
+            raise FailReply(str(exc)) from None
+        self.update_sensors()
+        return value, timestamp
+
