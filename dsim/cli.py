@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -162,7 +163,7 @@ async def run(args: argparse.Namespace) -> None:
     except OSError as exc:
         raise StartupError(
             f"cannot listen for katcp on {args.katcp_host}:{args.katcp_port}: "
-            f"{exc.strerror or exc}"
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
         ) from None
     host, port = server.sockets[0].getsockname()[:2]
     logger.info("katcp server listening on %s:%d", host, port)
