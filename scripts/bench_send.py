@@ -548,9 +548,9 @@ class Runner:
                     )
                     pair.append(m)
                     results.append(m)
+                rates = (f"{m.sender} {m.mb_per_s:8.1f} MB/s ({m.elapsed:.2f} s)" for m in pair)
                 progress(
-                    f"rep {repeat + 1}/{self.args.repeats} {describe(config)}: "
-                    + ", ".join(f"{m.sender} {m.mb_per_s:8.1f} MB/s ({m.elapsed:.2f} s)" for m in pair)
+                    f"rep {repeat + 1}/{self.args.repeats} {describe(config)}: " + ", ".join(rates)
                 )
         return results
 
