@@ -18,9 +18,11 @@ and :meth:`Engine.statistics`.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -46,6 +48,23 @@ MAX_BATCH_HEAPS = 8192
 
 class CaptureError(DsimError):
     """A capture request that does not fit the current state."""
+
+
+#: Engines not yet closed; see :func:`_release_at_exit`.
+_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    """Free the spead2 streams of engines that were never closed, before spead2's own exit.
+
+    spead2 stops its thread pools in an atexit handler; a send stream destroyed
+    after that (in the interpreter's final garbage collection) can spin forever
+    waiting for a thread that is gone. Registered after spead2 was imported,
+    this handler runs before spead2's.
+    """
+    for engine in list(_live_engines):
+        engine._release()
 
 
 @dataclass
@@ -115,7 +134,7 @@ class Engine:
         self._end_heaps = layout.make_end_heaps(self._n_substreams)
         self._plan = self._make_plan(heap_size)
         self._heaps_submitted = 0  # all heaps handed to spead2, for heap cnts
-        self._stream: SendStream = self._open_stream(self._plan)
+        self._stream: SendStream | None = self._open_stream(self._plan)
         # Capture state
         self._task: asyncio.Task[int] | None = None
         self._stop_requested = False
@@ -131,6 +150,8 @@ class Engine:
         self._last_error_log = -1e9
         self._errors_since_log = 0
         self.failure: BaseException | None = None
+        self._closed = False
+        _live_engines.add(self)
 
     # ------------------------------------------------------------------ set-up
 
@@ -213,6 +234,8 @@ class Engine:
 
         Returns the timestamp of the capture's first heap.
         """
+        if self._closed:
+            raise CaptureError("engine is closed")
         if self.failure is not None:
             raise CaptureError(f"engine has failed: {self.failure}")
         if self.capturing:
@@ -263,6 +286,8 @@ class Engine:
         gap in the timestamps, and the descriptors go out again with that heap.
         """
         layout.validate_heap_size(heap_size)
+        if self._closed:
+            raise CaptureError("engine is closed")
         async with self._resize_lock:
             if not self.capturing:
                 self._apply_heap_size(heap_size)
@@ -281,8 +306,17 @@ class Engine:
         self._notify()
 
     async def close(self) -> None:
-        """Stop any capture and release the stream."""
+        """Stop any capture, then free the stream and its thread (the engine is done)."""
         await self.stop()
+        self._release()
+
+    def _release(self) -> None:
+        # Dropping the last references destroys the spead2 stream and thread pool now,
+        # while the interpreter is fully alive (see _release_at_exit).
+        self._closed = True
+        self._stream = None
+        self._thread_pool = None  # type: ignore[assignment]
+        _live_engines.discard(self)
 
     # ----------------------------------------------------------- capture loop
 
@@ -308,7 +342,9 @@ class Engine:
                 heaps = batch.first if first else batch.plain
                 if count < plan.batch_heaps:
                     heaps = heaps[:count]
-                batch.future = self._stream.async_send_heaps(heaps, spead2.send.GroupMode.SERIAL)
+                stream = self._stream
+                assert stream is not None, "the engine was released while capturing"
+                batch.future = stream.async_send_heaps(heaps, spead2.send.GroupMode.SERIAL)
                 batch.in_flight = count
                 self._heaps_submitted += count
                 first = False
@@ -357,6 +393,8 @@ class Engine:
             await self._retire(batch)
 
     async def _send_end(self) -> None:
+        if self._stream is None:
+            return
         try:
             await self._stream.async_send_heaps(self._end_heaps, spead2.send.GroupMode.SERIAL)
         except (RuntimeError, OSError) as exc:

@@ -519,8 +519,9 @@ class Runner:
                         self.runner_for(sender, config), config.heap_size, self.args.seconds
                     )
                 counts[(sender, config)] = heaps
+                how = "fixed" if self.args.bytes is not None else "calibrated"
                 progress(
-                    f"calibrated {sender:6s} {describe(config)}: {heaps} heaps "
+                    f"{how} {sender:6s} {describe(config)}: {heaps} heaps "
                     f"({heaps * config.heap_size / 1e6:.0f} MB)"
                 )
         return counts

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -128,3 +130,36 @@ async def test_several_destinations_take_turns() -> None:
     merged = sorted(got[0].heaps + got[1].heaps, key=lambda h: h.timestamp)
     check_contiguous(merged)
     assert [h.timestamp % (2 * 4096) for h in got[1].heaps] == [4096] * 150
+
+
+EXIT_SCRIPT = """
+import asyncio
+from dsim.engine import Engine
+from dsim.transport import Endpoint, TransportConfig
+
+async def main():
+    global engine  # still referenced at exit, never closed
+    engine = Engine(TransportConfig(destinations=[Endpoint("127.0.0.1", {port})]))
+    engine.start(100000)
+    await engine.wait_capture()
+
+asyncio.run(main())
+print("done")
+"""
+
+
+def test_process_with_an_unclosed_engine_exits() -> None:
+    # A spead2 send stream destroyed in the interpreter's final garbage collection,
+    # after spead2's atexit handler stopped its threads, can spin forever (spead2
+    # issue #251). dsim frees its streams first; this must always exit.
+    sock = udp_socket(1 << 20)
+    script = EXIT_SCRIPT.format(port=sock.getsockname()[1])
+    try:
+        for _ in range(3):
+            result = subprocess.run(
+                [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == "done\n"
+    finally:
+        sock.close()
