@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+import spead2
+
 from . import __version__
 from .engine import DEFAULT_HEAP_SIZE, Engine
 from .errors import ConfigError
@@ -29,11 +31,14 @@ from .transport import (
     TransportConfig,
     TransportKind,
     parse_endpoint,
+    spead2_uses_gso,
 )
 
 logger = logging.getLogger("dsim")
 
 DEFAULT_KATCP_PORT = 7147
+#: Rates (bytes/s) from which spead2's GSO support matters (8 Gb/s).
+FAST_RATE = 1e9
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,10 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     stream = parser.add_argument_group("stream")
     stream.add_argument("--heap-size", type=_typed(_int, "heap size"), default=DEFAULT_HEAP_SIZE,
                         help="payload bytes per heap, one byte per sample (default %(default)s)")
-    stream.add_argument("--packet-size", type=_typed(_int, "packet size"),
+    stream.add_argument("--max-packet-size", type=_typed(_int, "packet size"),
                         default=DEFAULT_MAX_PACKET_SIZE,
-                        help="maximum packet size in bytes (default %(default)s, a 9000-byte "
-                        "jumbo frame)")
+                        help="largest packet size dsim may pick: it picks the largest that "
+                        "splits every heap into equal packets (default %(default)s, a "
+                        "9000-byte jumbo frame less IP and UDP headers)")
+    stream.add_argument("--packet-size", type=_typed(_int, "packet size"),
+                        help="use exactly this maximum packet size instead")
     stream.add_argument("--rate", type=_typed(_float, "rate"), default=0.0,
                         help="send rate in bytes/s on the wire, 0 = as fast as possible "
                         "(default %(default)s)")
@@ -114,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="socket buffer (UDP) or send ring (ibverbs) in bytes")
     network.add_argument("--affinity", type=_typed(_int, "CPU core"), metavar="CORE",
                          help="CPU core for spead2's sending thread")
+    network.add_argument("--main-affinity", type=_typed(_int, "CPU core"), metavar="CORE",
+                         help="CPU core for dsim's Python thread (katcp and batch preparation)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         type=str.upper, help="logging level (default %(default)s)")
@@ -132,7 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.transport = TransportConfig(
         kind=TransportKind.IBVERBS if args.ibv else TransportKind.UDP,
         destinations=args.destinations,
-        max_packet_size=args.packet_size,
+        max_packet_size=args.max_packet_size,
+        packet_size=args.packet_size,
         rate=args.rate,
         ttl=args.ttl,
         interface=args.interface,
@@ -142,6 +153,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         validate_heap_size(args.heap_size)
         args.transport.validate()
+        if args.main_affinity is not None and args.main_affinity not in os.sched_getaffinity(0):
+            raise ConfigError(f"CPU core {args.main_affinity} is not available")
     except ConfigError as exc:
         parser.error(str(exc))
     return args
@@ -158,30 +171,53 @@ async def run(args: argparse.Namespace) -> None:
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     server = DeviceServer(engine, args.katcp_host, args.katcp_port)
+    # Handle signals before announcing the port, so that a signal right after never kills us.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal, server, sig)
     try:
         await server.start()
     except OSError as exc:
+        await engine.close()
         raise StartupError(
             f"cannot listen for katcp on {args.katcp_host}:{args.katcp_port}: "
             f"{os.strerror(exc.errno) if exc.errno else exc}"
         ) from None
+    if args.main_affinity is not None:
+        # After the engine made spead2's thread, which would otherwise inherit this.
+        os.sched_setaffinity(0, {args.main_affinity})
     host, port = server.sockets[0].getsockname()[:2]
     logger.info("katcp server listening on %s:%d", host, port)
     logger.info(
-        "sending %s to %s, heap size %d, packet size %d, rate %s",
+        "sending %s to %s, heap size %d, packet size %d%s, rate %s",
         args.transport.kind.value,
         ", ".join(str(d) for d in args.transport.destinations),
         engine.heap_size,
-        args.transport.max_packet_size,
+        engine.packet_size,
+        "" if args.packet_size else f" (picked, at most {args.max_packet_size})",
         f"{args.transport.rate:g} B/s" if args.transport.rate else "unlimited",
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _on_signal, server, sig)
+    _log_spead2_build(args.transport)
     if args.start:
         engine.start()
     await server.join()
     logger.info("shut down")
+
+
+def _log_spead2_build(transport: TransportConfig) -> None:
+    """Say whether spead2 sends with GSO, and warn if speed matters and it does not."""
+    if transport.kind != TransportKind.UDP:
+        return
+    if spead2_uses_gso():
+        logger.info("spead2 %s sends UDP with segmentation offload (GSO)", spead2.__version__)
+        return
+    logger.info("spead2 %s sends UDP without segmentation offload (GSO)", spead2.__version__)
+    if transport.rate == 0 or transport.rate >= FAST_RATE:
+        logger.warning(
+            "at %s, spead2 without GSO (the PyPI wheel) can cap throughput at about half "
+            "of what the machine allows: scripts/build_spead2.sh builds it with GSO",
+            f"{transport.rate:g} B/s" if transport.rate else "unlimited rate",
+        )
 
 
 def _on_signal(server: DeviceServer, sig: signal.Signals) -> None:

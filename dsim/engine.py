@@ -85,6 +85,7 @@ class _Plan:
 
     heap_size: int
     batch_heaps: int
+    packet_size: int
     batches: list[_Batch] = field(default_factory=list)
 
     @property
@@ -164,19 +165,36 @@ class Engine:
                 f"heap size {heap_size} needs {needed} bytes of batch memory, "
                 "more than half the free memory"
             )
+        packet_size, auto = self._packet_size_for(heap_size)
         item_group = layout.make_item_group(heap_size)
-        plan = _Plan(heap_size, batch_heaps)
+        plan = _Plan(heap_size, batch_heaps, packet_size)
         for _ in range(self._n_batches):
             samples = np.zeros((batch_heaps, heap_size), layout.SAMPLE_DTYPE)
             timestamps = np.zeros(batch_heaps, layout.TIMESTAMP_DTYPE)
-            plain, first = layout.make_heaps(item_group, samples, timestamps, self._n_substreams)
+            plain, first = layout.make_heaps(
+                item_group, samples, timestamps, self._n_substreams, repeat_pointers=auto
+            )
             plan.batches.append(_Batch(samples, timestamps, plain, first))
         return plan
+
+    def _packet_size_for(self, heap_size: int) -> tuple[int, bool]:
+        """The packet size for `heap_size`, and whether it was picked automatically."""
+        if self.transport.packet_size is not None:
+            return self.transport.packet_size, False
+        size = layout.auto_packet_size(heap_size, self.transport.max_packet_size)
+        if size is None:
+            logger.info(
+                "heap size %d splits into unequal packets at any size up to %d bytes",
+                heap_size,
+                self.transport.max_packet_size,
+            )
+            return self.transport.max_packet_size, True
+        return size, True
 
     def _open_stream(self, plan: _Plan) -> SendStream:
         """A stream sized for `plan` (and, for ibverbs, registered on its memory)."""
         config = spead2.send.StreamConfig(
-            max_packet_size=self.transport.max_packet_size,
+            max_packet_size=plan.packet_size,
             rate=self.transport.rate,
             max_heaps=self._n_batches * plan.batch_heaps + self._n_substreams,
         )
@@ -196,6 +214,11 @@ class Engine:
         return self._plan.batch_heaps
 
     @property
+    def packet_size(self) -> int:
+        """Maximum packet size in use for the current heap size."""
+        return self._plan.packet_size
+
+    @property
     def capturing(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -212,6 +235,7 @@ class Engine:
             throughput=self._meter.rate() if self.capturing else 0.0,
             capturing=self.capturing,
             heap_size=self.heap_size,
+            packet_size=self.packet_size,
             next_timestamp=self.next_timestamp,
             capture_heaps=self._capture_heaps,
         )
@@ -302,7 +326,12 @@ class Engine:
             plan = self._make_plan(heap_size)
             self._stream = self._open_stream(plan)
             self._plan = plan
-            logger.info("heap size now %d (%d heaps per batch)", heap_size, self.batch_heaps)
+            logger.info(
+                "heap size now %d (%d heaps per batch, packet size %d)",
+                heap_size,
+                self.batch_heaps,
+                self.packet_size,
+            )
         self._notify()
 
     async def close(self) -> None:

@@ -75,13 +75,16 @@ def make_heaps(
     samples: np.ndarray,
     timestamps: np.ndarray,
     n_substreams: int,
+    repeat_pointers: bool = False,
 ) -> tuple[spead2.send.HeapReferenceList, spead2.send.HeapReferenceList]:
     """Build the heaps of one batch, referencing rows of `samples` and `timestamps`.
 
     Heap ``j`` goes to substream ``j % n_substreams``. Two lists are returned:
     the plain one, and one whose first `n_substreams` heaps also carry the
     descriptors (one for each destination), used to start a capture or after a
-    heap-size change. They share every other heap.
+    heap-size change. They share every other heap. With `repeat_pointers`
+    every packet carries all item pointers (the timestamp among them), which
+    makes every packet of a heap the same size when the payload divides evenly.
     """
     timestamp_item = item_group["timestamp"]
     samples_item = item_group["adc_samples"]
@@ -93,9 +96,11 @@ def make_heaps(
         samples_item.value = samples[j, ...]
         substream = j % n_substreams
         heap = item_group.get_heap(descriptors="none", data="all")
+        heap.repeat_pointers = repeat_pointers
         plain.append(spead2.send.HeapReference(heap, substream_index=substream))
         if j < n_substreams:
             heap = item_group.get_heap(descriptors="all", data="all")
+            heap.repeat_pointers = repeat_pointers
             first.append(spead2.send.HeapReference(heap, substream_index=substream))
         else:
             first.append(plain[-1])
@@ -109,3 +114,53 @@ def make_end_heaps(n_substreams: int) -> spead2.send.HeapReferenceList:
     return spead2.send.HeapReferenceList(
         [spead2.send.HeapReference(heap, substream_index=i) for i in range(n_substreams)]
     )
+
+
+def _header_size(packet: bytes) -> int:
+    """Bytes of SPEAD header and item pointers at the start of `packet`."""
+    return 8 + 8 * int.from_bytes(packet[6:8], "big")
+
+
+def packet_sizes(heap: spead2.send.Heap, max_packet_size: int) -> list[int]:
+    """Sizes of the packets spead2 splits `heap` into with this maximum packet size."""
+    return [len(p) for p in spead2.send.PacketGenerator(heap, 1, max_packet_size)]
+
+
+def equal_packet_size(heap: spead2.send.Heap, max_packet_size: int) -> int | None:
+    """The largest packet size, at most `max_packet_size`, that splits `heap` into equal packets.
+
+    Linux UDP segmentation offload (GSO) hands runs of equal-sized packets to
+    the kernel in one call; a heap that splits unevenly (16 KiB with 9000-byte
+    packets: 9000 + 7480 bytes) breaks the run at every heap. The split is
+    worked out from the real packet headers (the first packet of a heap carries
+    more item pointers than the rest unless the heap repeats its pointers) and
+    spead2's 8-byte payload granularity, then checked with spead2's own packet
+    generator. Returns None if there is no such size (for example an odd heap
+    size) with at most four times the fewest packets.
+    """
+    packets = list(spead2.send.PacketGenerator(heap, 1, max_packet_size))
+    if len(packets) == 1:
+        return max_packet_size  # every packet is a whole heap: all the same size
+    first = _header_size(packets[0])
+    rest = _header_size(packets[1])
+    payload = sum(len(p) - _header_size(p) for p in packets)
+    # m packets of size P carry m * P - first - (m - 1) * rest bytes of payload.
+    total = payload + first - rest
+    fewest = -(-total // (max_packet_size - rest))
+    for m in range(fewest, 4 * fewest + 1):
+        if total % m == 0 and (total // m) % 8 == 0:
+            size = rest + total // m
+            sizes = packet_sizes(heap, size)
+            if len(sizes) == m and min(sizes) == max(sizes):
+                return size
+    return None
+
+
+def auto_packet_size(heap_size: int, max_packet_size: int) -> int | None:
+    """:func:`equal_packet_size` for a data heap of `heap_size` (pointers repeated)."""
+    item_group = make_item_group(heap_size)
+    item_group["timestamp"].value = np.zeros((), TIMESTAMP_DTYPE)
+    item_group["adc_samples"].value = np.zeros(heap_size, SAMPLE_DTYPE)
+    heap = item_group.get_heap(descriptors="none", data="all")
+    heap.repeat_pointers = True
+    return equal_packet_size(heap, max_packet_size)

@@ -19,6 +19,7 @@ from . import __version__
 from .engine import CaptureError, Engine
 from .errors import ConfigError
 from .layout import MAX_HEAP_SIZE
+from .transport import spead2_uses_gso
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,10 @@ class DeviceServer(aiokatcp.DeviceServer):
             "samples", default=0, initial_status=Sensor.Status.NOMINAL,
             **fast,  # type: ignore[arg-type]
         )
+        self._packet_size = Sensor(
+            int, "packet-size", "Maximum packet size in use for the current heap size", "B",
+            default=engine.packet_size, initial_status=Sensor.Status.NOMINAL,
+        )
         self._send_errors = Sensor(
             int, "send-errors", "Failed batch sends since the process started (warn while recent)",
             default=0, initial_status=Sensor.Status.NOMINAL,
@@ -124,14 +129,20 @@ class DeviceServer(aiokatcp.DeviceServer):
                    default=destinations, initial_status=Sensor.Status.NOMINAL),
             Sensor(str, "transport", "How heaps are sent (udp or ibverbs)",
                    default=transport.kind.value, initial_status=Sensor.Status.NOMINAL),
-            Sensor(int, "packet-size", "Maximum packet size (SPEAD payload of a UDP packet)",
-                   "B", default=transport.max_packet_size, initial_status=Sensor.Status.NOMINAL),
+            Sensor(int, "max-packet-size",
+                   "Upper bound for automatic packet sizing (0 = sizes are forced)", "B",
+                   default=0 if transport.packet_size else transport.max_packet_size,
+                   initial_status=Sensor.Status.NOMINAL),
+            Sensor(bool, "spead2-gso",
+                   "Whether spead2 sends UDP with segmentation offload (GSO)",
+                   default=spead2_uses_gso(), initial_status=Sensor.Status.NOMINAL),
             Sensor(float, "rate", "Configured send rate on the wire, 0 = unlimited", "B/s",
                    default=transport.rate, initial_status=Sensor.Status.NOMINAL),
         ]
         for s in [
             self._capture_active, self._heaps, self._bytes, self._throughput,
-            self._heap_size, self._next_timestamp, self._send_errors, *constants,
+            self._heap_size, self._packet_size, self._next_timestamp, self._send_errors,
+            *constants,
         ]:
             self.sensors.add(s)
         self.sensors.add(DeviceStatusSensor(self.sensors))
@@ -163,6 +174,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         self._bytes.set_value(stats.bytes, timestamp=now)
         self._throughput.set_value(stats.throughput, timestamp=now)
         self._heap_size.set_value(stats.heap_size, timestamp=now)
+        self._packet_size.set_value(stats.packet_size, timestamp=now)
         self._next_timestamp.set_value(stats.next_timestamp, timestamp=now)
         if stats.send_errors != self._last_errors:
             self._last_errors = stats.send_errors

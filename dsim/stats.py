@@ -58,5 +58,6 @@ class Statistics:
     throughput: float
     capturing: bool
     heap_size: int
+    packet_size: int
     next_timestamp: int
     capture_heaps: int

@@ -8,6 +8,7 @@ a command line can print as it is.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -29,6 +30,8 @@ DEFAULT_MAX_PACKET_SIZE = 8972
 MAX_PACKET_SIZE = 65507
 #: Smallest packet that holds a SPEAD header, a few item pointers and payload.
 MIN_PACKET_SIZE = 128
+#: Linux's UDP_SEGMENT socket option (GSO segment size); not in Python's socket module.
+_UDP_SEGMENT = 103
 #: Where the kernel lists RDMA devices; empty or missing means ibverbs cannot work.
 RDMA_SYSFS = "/sys/class/infiniband"
 
@@ -99,6 +102,8 @@ def resolve_interface(address: str) -> str:
 class TransportConfig:
     """Where and how heaps are sent; fixed when the engine is created.
 
+    `max_packet_size` bounds the packet size the engine picks for each heap
+    size (see :func:`dsim.layout.equal_packet_size`); `packet_size` forces one.
     `rate` is in bytes per second on the wire (SPEAD headers included, as spead2
     counts it); 0 means as fast as possible. `send_core` pins spead2's sending
     thread to that CPU core. `buffer_size` is the socket send buffer (UDP) or
@@ -108,6 +113,8 @@ class TransportConfig:
     kind: TransportKind = TransportKind.UDP
     destinations: Sequence[Endpoint] = (Endpoint("127.0.0.1", DEFAULT_PORT),)
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    #: Exact packet size; None lets the engine pick one that splits heaps evenly.
+    packet_size: int | None = None
     rate: float = 0.0
     ttl: int = 1
     interface: str | None = None
@@ -118,11 +125,11 @@ class TransportConfig:
 
     def validate(self) -> None:
         """Raise :exc:`ConfigError` if the settings cannot work together."""
-        if not MIN_PACKET_SIZE <= self.max_packet_size <= MAX_PACKET_SIZE:
-            raise ConfigError(
-                f"packet size must be {MIN_PACKET_SIZE}-{MAX_PACKET_SIZE} bytes, "
-                f"not {self.max_packet_size}"
-            )
+        for size in (self.max_packet_size, self.packet_size):
+            if size is not None and not MIN_PACKET_SIZE <= size <= MAX_PACKET_SIZE:
+                raise ConfigError(
+                    f"packet size must be {MIN_PACKET_SIZE}-{MAX_PACKET_SIZE} bytes, not {size}"
+                )
         if not self.rate >= 0.0:  # also rejects NaN
             raise ConfigError(f"rate must be >= 0 bytes/s (0 = unlimited), not {self.rate}")
         if not 0 <= self.ttl <= 255:
@@ -162,6 +169,35 @@ def rdma_devices() -> list[str]:
         return sorted(os.listdir(RDMA_SYSFS))
     except OSError:
         return []
+
+
+@functools.cache
+def spead2_uses_gso() -> bool:
+    """Whether this spead2 build sends UDP with generic segmentation offload (GSO).
+
+    Checked by behaviour, not by version: spead2 built with GSO support sets the
+    UDP_SEGMENT option on its socket when it sends a run of packets. So send one
+    small three-packet heap from a socket of our own to an unread socket on
+    127.0.0.1 and look at the option. The PyPI wheels are built without it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM
+    ) as sock:
+        sink.bind(("127.0.0.1", 0))
+        stream = spead2.send.UdpStream(
+            spead2.ThreadPool(1),
+            sock,
+            [sink.getsockname()],
+            spead2.send.StreamConfig(max_packet_size=256),
+        )
+        heap = spead2.send.Heap()
+        heap.add_item(spead2.Item(0x1000, "probe", "", (600,), np.uint8, value=np.zeros(600, np.uint8)))
+        stream.send_heap(heap)
+        del stream
+        try:
+            return sock.getsockopt(socket.IPPROTO_UDP, _UDP_SEGMENT) > 0
+        except OSError:  # kernel without UDP_SEGMENT
+            return False
 
 
 def _usable_cores() -> set[int]:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Sender-only throughput benchmark: dsim's batching engine against a plain sender.
+"""Sender-only throughput benchmark: dsim's batching engine against two reference senders.
 
 What is measured
 ----------------
-Payload throughput (ADC-sample bytes per second, MB/s = 10**6 bytes/s) of two
-senders that put the same heaps (dsim's wire format, built by
+Payload throughput (ADC-sample bytes per second, MB/s = 10**6 bytes/s) of three
+senders (``--senders``, default all three) that put the same heaps (dsim's wire format, built by
 :func:`dsim.layout.make_item_group`: SPEAD-64-48, an immediate ``timestamp`` and
 an int8 ``adc_samples`` array of heap-size bytes) on the wire as fast as they
 can, over UDP to 127.0.0.1:
@@ -37,8 +37,41 @@ can, over UDP to 127.0.0.1:
    created outside the timed region; the timer covers the loop and the wait
    for the last heaps. Any failed heap future marks the run as failed.
 
-Both timed regions also include sending and awaiting the end-of-stream heap,
-so both senders do the same work: N data heaps (the first with descriptors)
+3. **tutorial**: the batched sender of spead2's tutorial
+   (``tut_11_send_batch_heaps.py``), written anew here; it is the reference
+   the engine must at least match. It owns a ``spead2.send.asyncio.UdpStream``
+   (own ``spead2.ThreadPool(1)``, pinned to --send-core if given;
+   ``StreamConfig(max_packet_size=P, rate=0, max_heaps=2 * B + 1)``, default
+   socket buffer) and the same item group. B = ``max(1, 512 KiB // H)`` heaps
+   make a batch, and there are two batch states, each owning an int8 samples
+   array of shape (B, H) and a ``'>u8'`` timestamps array of B entries
+   (allocated with ``np.ones`` as in the tutorial, so their pages are touched
+   before the timer starts). Each state's heaps are built once, before the
+   timer, as a ``spead2.send.HeapReferenceList`` of B heaps whose items
+   reference the views ``samples[j, ...]`` and ``timestamps[j, ...]``
+   (``get_heap(descriptors="none", data="all")``); one extra list over state
+   0's arrays, identical except that its heap 0 carries the descriptors, is
+   used for the first batch of the run only. For the batch starting at heap i
+   (``end = min(i + B, N)``, ``n = end - i``) it: awaits the future of that
+   state's previous batch, if any (the states alternate, so at most two
+   batches are in flight); fills ``samples[:n]`` with
+   ``np.arange(i, end).astype(np.int8)[:, np.newaxis]`` (one broadcast
+   assignment, every sample of heap k is ``int8(k)``) and ``timestamps[:n]``
+   with ``np.arange(i * H, end * H, H)``; takes the state's list, sliced to
+   its first n heaps for a partial last batch; and sends it with one
+   ``stream.async_send_heaps(heaps, spead2.send.GroupMode.SERIAL)`` call,
+   keeping the returned future in the state. After the loop it awaits both
+   states' futures. Differences from the tutorial program: the tutorial pins
+   its spead2 thread to core 0 and the Python thread to core 1, here nothing
+   is pinned unless --send-core is given (then only spead2's thread, as for
+   the other senders); its ``max_heaps`` is ``2 * B``, here one more for the
+   end heap; and it sends the end heap after stopping its timer. The stream,
+   arrays and heaps are created outside the timed region; the timer covers
+   the batch loop and the wait for the last batches. Any failed future marks
+   the run as failed.
+
+All timed regions also include sending and awaiting the end-of-stream heap,
+so all senders do the same work: N data heaps (the first with descriptors)
 and one end heap. Throughput is ``N * H / elapsed``.
 
 The sink is a UDP socket bound to 127.0.0.1 port 0 that is never read: the
@@ -55,10 +88,11 @@ How a run is organised
 ----------------------
 * Configurations are heap size x packet size (``--heap-sizes``,
   ``--packet-sizes``). For each repetition (outermost loop, ``--repeats``,
-  at least 3) every configuration is measured once, both senders back to
-  back; which sender goes first alternates between consecutive
-  configurations and consecutive repetitions. Medians over the repetitions
-  are reported.
+  at least 3) every configuration is measured once, all senders back to
+  back. Their order is rotated by one place between consecutive
+  configurations and consecutive repetitions (with three senders and three
+  repetitions each sender takes each position once per configuration).
+  Medians over the repetitions are reported.
 * Measurement size: by default each sender runs about ``--seconds`` (0.5 s)
   per measurement. Before the repetitions a short calibration run of each
   sender in each configuration (doubling the heap count until it takes at
@@ -67,9 +101,10 @@ How a run is organised
   it for all repetitions. (A fixed payload of ~1 GiB would take ~0.4 s for the
   engine with jumbo packets but many seconds for the plain sender with small
   heaps, so the size is set by time.) ``--bytes B`` instead sends a fixed
-  ``ceil(B / H)`` heaps per measurement for both senders, with no calibration.
+  ``ceil(B / H)`` heaps per measurement for every sender, with no calibration.
 
-Output: a table of medians on stdout (progress on stderr), a CSV with every
+Output: a table of medians on stdout (progress on stderr), with the ratios
+engine/plain and engine/tutorial of the medians, a CSV with every
 raw measurement plus one median row per sender and configuration, and a PNG
 plot of MB/s against heap size (log x axis, one line per sender x packet
 size, bars from the minimum to the maximum repetition).
@@ -79,13 +114,15 @@ How to run
 From the repository root, with the project's venv::
 
     .venv/bin/python scripts/bench_send.py                 # full run, a few minutes
-    .venv/bin/python scripts/bench_send.py --quick         # smoke run, ~15 s
+    .venv/bin/python scripts/bench_send.py --quick         # smoke run, ~5 s
     .venv/bin/python scripts/bench_send.py --heap-sizes 8K,1M --packet-sizes 9000 \
         --repeats 5 --seconds 1 --send-core 1 --csv /tmp/b.csv --plot /tmp/b.png
+    .venv/bin/python scripts/bench_send.py --senders engine,tutorial
 
 Sizes accept K/M/G suffixes (powers of 1024, optional ``iB``). By default
-nothing is pinned; ``--send-core C`` pins spead2's sending thread of both
-senders to core C (it is passed to ``TransportConfig(send_core=C)``).
+nothing is pinned; ``--send-core C`` pins spead2's sending thread of every
+sender to core C (for the engine it is passed to
+``TransportConfig(send_core=C)``).
 """
 
 from __future__ import annotations
@@ -135,7 +172,10 @@ QUICK_SECONDS = 0.05
 MIN_REPEATS = 3
 #: Fewest heaps in one measurement, so that start-up costs stay small.
 MIN_HEAPS = 8
-SENDERS = ("engine", "plain")
+SENDERS = ("engine", "plain", "tutorial")
+#: Target bytes per batch of the tutorial sender, and its number of batch states.
+TUTORIAL_BATCH_BYTES = 512 * 1024
+TUTORIAL_BATCHES = 2
 SINK_HOST = "127.0.0.1"
 
 #: A sender run: (heap count) -> elapsed seconds; raises BenchError on a failed check.
@@ -157,7 +197,7 @@ class Measurement:
     sender: str
     config: Config
     repeat: int
-    position: int  # 1 if this sender went first in the pair, else 2
+    position: int  # 1-based place of this sender in the configuration's round
     heaps: int
     elapsed: float
     sink_packets: int | None
@@ -215,6 +255,19 @@ def parse_packet_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
+def parse_senders(text: str) -> tuple[str, ...]:
+    """``"engine,tutorial"`` -> the named senders, in the canonical order of SENDERS."""
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - set(SENDERS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown sender(s) {', '.join(unknown)} (choose from {', '.join(SENDERS)})"
+        )
+    if not names:
+        raise argparse.ArgumentTypeError("no senders given")
+    return tuple(sender for sender in SENDERS if sender in names)
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -239,9 +292,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=(
             "Sender-only UDP throughput benchmark of dsim's batching engine against a "
-            "plain one-heap-at-a-time spead2 sender, into an unread socket on 127.0.0.1."
+            "plain one-heap-at-a-time spead2 sender and spead2's batched tutorial sender, "
+            "into an unread socket on 127.0.0.1."
         ),
         epilog="See the module docstring (top of this file) for exactly what is timed.",
+    )
+    parser.add_argument(
+        "--senders",
+        type=parse_senders,
+        default=SENDERS,
+        metavar="LIST",
+        help=f"comma-separated senders to measure (default {','.join(SENDERS)})",
     )
     parser.add_argument(
         "--heap-sizes",
@@ -277,7 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=parse_size,
         default=None,
         help="instead of --seconds: fixed payload per measurement (e.g. 1G), the same "
-        "heap count for both senders, no calibration",
+        "heap count for every sender, no calibration",
     )
     parser.add_argument(
         "--plain-in-flight",
@@ -291,7 +352,7 @@ def make_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="CORE",
-        help="pin spead2's sending thread (both senders) to this CPU core (default: no pinning)",
+        help="pin spead2's sending thread (every sender) to this CPU core (default: no pinning)",
     )
     parser.add_argument(
         "--csv",
@@ -467,6 +528,98 @@ async def run_plain(
     return time.perf_counter() - start
 
 
+@dataclass
+class TutorialBatch:
+    """One batch state of the tutorial sender: its arrays, its heaps and its last send."""
+
+    samples: np.ndarray  # int8, shape (batch_heaps, heap_size)
+    timestamps: np.ndarray  # '>u8', shape (batch_heaps,)
+    heaps: spead2.send.HeapReferenceList
+    future: asyncio.Future[int] | None = None
+
+
+class TutorialSender:
+    """The batched sender of spead2's tutorial (``tut_11_send_batch_heaps.py``).
+
+    See the module docstring for exactly what each batch costs.
+    """
+
+    def __init__(self, port: int, config: Config, send_core: int | None) -> None:
+        self.config = config
+        heap_size = config.heap_size
+        self.batch_heaps = max(1, TUTORIAL_BATCH_BYTES // heap_size)
+        if send_core is None:
+            self.thread_pool = spead2.ThreadPool(1)
+        else:
+            self.thread_pool = spead2.ThreadPool(1, [send_core])
+        stream_config = spead2.send.StreamConfig(
+            max_packet_size=config.packet_size,
+            rate=0.0,
+            max_heaps=TUTORIAL_BATCHES * self.batch_heaps + 1,
+        )
+        self.stream = spead2.send.asyncio.UdpStream(
+            self.thread_pool, [(SINK_HOST, port)], stream_config
+        )
+        self.item_group = make_item_group(heap_size)
+        self.batches: list[TutorialBatch] = []
+        for _ in range(TUTORIAL_BATCHES):
+            samples = np.ones((self.batch_heaps, heap_size), np.int8)
+            timestamps = np.ones(self.batch_heaps, ">u8")
+            heaps = self._make_heaps(samples, timestamps, descriptors=False)
+            self.batches.append(TutorialBatch(samples, timestamps, heaps))
+        first = self.batches[0]
+        #: The first batch of the run: batch 0's heaps, but heap 0 carries the descriptors.
+        self.first_heaps = self._make_heaps(first.samples, first.timestamps, descriptors=True)
+
+    def _make_heaps(
+        self, samples: np.ndarray, timestamps: np.ndarray, descriptors: bool
+    ) -> spead2.send.HeapReferenceList:
+        """Heaps whose items reference row j of `samples` and `timestamps` (no copies)."""
+        timestamp_item = self.item_group["timestamp"]
+        samples_item = self.item_group["adc_samples"]
+        refs: list[spead2.send.HeapReference] = []
+        for j in range(self.batch_heaps):
+            timestamp_item.value = timestamps[j, ...]  # 0-d view, not a copy
+            samples_item.value = samples[j, ...]
+            which = "all" if descriptors and j == 0 else "none"
+            heap = self.item_group.get_heap(descriptors=which, data="all")
+            refs.append(spead2.send.HeapReference(heap))
+        return spead2.send.HeapReferenceList(refs)
+
+    async def send(self, heaps: int) -> None:
+        heap_size = self.config.heap_size
+        batch_heaps = self.batch_heaps
+        batches = self.batches
+        stream = self.stream
+        for i in range(0, heaps, batch_heaps):
+            batch = batches[(i // batch_heaps) % len(batches)]
+            end = min(i + batch_heaps, heaps)
+            n = end - i
+            if batch.future is not None:
+                await batch.future  # its previous batch is sent: the arrays may be rewritten
+            batch.samples[:n] = np.arange(i, end).astype(np.int8)[:, np.newaxis]
+            batch.timestamps[:n] = np.arange(i * heap_size, end * heap_size, heap_size)
+            refs = self.first_heaps if i == 0 else batch.heaps
+            if n < batch_heaps:
+                refs = refs[:n]
+            batch.future = stream.async_send_heaps(refs, spead2.send.GroupMode.SERIAL)
+        for batch in batches:
+            if batch.future is not None:
+                await batch.future
+        await stream.async_send_heap(self.item_group.get_end())
+
+
+async def run_tutorial(port: int, config: Config, heaps: int, send_core: int | None) -> float:
+    """One tutorial-sender measurement of `heaps` heaps; returns the elapsed seconds."""
+    sender = TutorialSender(port, config, send_core)
+    start = time.perf_counter()
+    try:
+        await sender.send(heaps)
+    except (RuntimeError, OSError) as exc:
+        raise BenchError(f"tutorial {describe(config)}: send failed: {exc}") from exc
+    return time.perf_counter() - start
+
+
 # ------------------------------------------------------------------ the runner
 
 
@@ -504,13 +657,15 @@ class Runner:
         port, core = self.sink.port, self.args.send_core
         if sender == "engine":
             return lambda heaps: run_engine(port, config, heaps, core)
+        if sender == "tutorial":
+            return lambda heaps: run_tutorial(port, config, heaps, core)
         in_flight = self.args.plain_in_flight
         return lambda heaps: run_plain(port, config, heaps, in_flight, core)
 
     async def heap_counts(self) -> dict[tuple[str, Config], int]:
         counts: dict[tuple[str, Config], int] = {}
         for config in self.configs:
-            for sender in SENDERS:
+            for sender in self.args.senders:
                 if self.args.bytes is not None:
                     heaps = max(1, -(-self.args.bytes // config.heap_size))
                     await self.runner_for(sender, config)(MIN_HEAPS)  # warm-up
@@ -521,7 +676,7 @@ class Runner:
                 counts[(sender, config)] = heaps
                 how = "fixed" if self.args.bytes is not None else "calibrated"
                 progress(
-                    f"{how} {sender:6s} {describe(config)}: {heaps} heaps "
+                    f"{how} {sender:8s} {describe(config)}: {heaps} heaps "
                     f"({heaps * config.heap_size / 1e6:.0f} MB)"
                 )
         return counts
@@ -538,18 +693,22 @@ class Runner:
 
     async def run(self) -> list[Measurement]:
         counts = await self.heap_counts()
+        senders: tuple[str, ...] = self.args.senders
         results: list[Measurement] = []
         for repeat in range(self.args.repeats):
             for index, config in enumerate(self.configs):
-                order = SENDERS if (repeat + index) % 2 == 0 else SENDERS[::-1]
-                pair = []
+                shift = (repeat + index) % len(senders)
+                order = senders[shift:] + senders[:shift]
+                round_: list[Measurement] = []
                 for position, sender in enumerate(order, start=1):
                     m = await self.measure(
                         sender, config, counts[(sender, config)], repeat, position
                     )
-                    pair.append(m)
+                    round_.append(m)
                     results.append(m)
-                rates = (f"{m.sender} {m.mb_per_s:8.1f} MB/s ({m.elapsed:.2f} s)" for m in pair)
+                rates = (
+                    f"{m.sender} {m.mb_per_s:8.1f} MB/s ({m.elapsed:.2f} s)" for m in round_
+                )
                 progress(
                     f"rep {repeat + 1}/{self.args.repeats} {describe(config)}: " + ", ".join(rates)
                 )
@@ -570,16 +729,20 @@ class Summary:
     low: dict[str, float]
     high: dict[str, float]
 
-    @property
-    def ratio(self) -> float:
-        return self.median["engine"] / self.median["plain"]
+    def ratio(self, reference: str) -> float:
+        """Median engine throughput over the median of `reference`."""
+        return self.median["engine"] / self.median[reference]
 
 
-def summarise(results: Sequence[Measurement], configs: Sequence[Config]) -> list[Summary]:
+def summarise(
+    results: Sequence[Measurement], configs: Sequence[Config], senders: Sequence[str]
+) -> list[Summary]:
     summaries = []
     for config in configs:
-        median, low, high = {}, {}, {}
-        for sender in SENDERS:
+        median: dict[str, float] = {}
+        low: dict[str, float] = {}
+        high: dict[str, float] = {}
+        for sender in senders:
             rates = [m.mb_per_s for m in results if m.config == config and m.sender == sender]
             median[sender] = statistics.median(rates)
             low[sender] = min(rates)
@@ -588,21 +751,27 @@ def summarise(results: Sequence[Measurement], configs: Sequence[Config]) -> list
     return summaries
 
 
-def format_table(summaries: Sequence[Summary]) -> str:
-    header = (
-        f"{'heap size':>10} {'packet':>6} {'engine MB/s':>12} {'plain MB/s':>11} "
-        f"{'engine/plain':>12}   {'spread engine':>13} {'spread plain':>12}"
-    )
+def format_table(summaries: Sequence[Summary], senders: Sequence[str]) -> str:
+    """Medians per sender, engine/reference ratios (if the engine ran) and spreads."""
+    references = [r for r in ("plain", "tutorial") if "engine" in senders and r in senders]
+    rate_titles = [f"{sender} MB/s" for sender in senders]
+    ratio_titles = [f"engine/{reference}" for reference in references]
+    spread_titles = [f"spread {sender}" for sender in senders]
+    header = f"{'heap size':>10} {'packet':>6}"
+    header += "".join(f" {title:>{len(title)}}" for title in rate_titles + ratio_titles)
+    header += "  " + "".join(f" {title:>{len(title)}}" for title in spread_titles)
     lines = [header, "-" * len(header)]
     for s in summaries:
-        spread = {
-            sender: 100 * (s.high[sender] - s.low[sender]) / s.median[sender] for sender in SENDERS
-        }
-        lines.append(
-            f"{format_size(s.config.heap_size):>10} {s.config.packet_size:>6} "
-            f"{s.median['engine']:>12.1f} {s.median['plain']:>11.1f} {s.ratio:>12.2f}   "
-            f"{spread['engine']:>12.1f}% {spread['plain']:>11.1f}%"
-        )
+        row = f"{format_size(s.config.heap_size):>10} {s.config.packet_size:>6}"
+        for sender, title in zip(senders, rate_titles):
+            row += f" {s.median[sender]:>{len(title)}.1f}"
+        for reference, title in zip(references, ratio_titles):
+            row += f" {s.ratio(reference):>{len(title)}.2f}"
+        row += "  "
+        for sender, title in zip(senders, spread_titles):
+            spread = 100 * (s.high[sender] - s.low[sender]) / s.median[sender]
+            row += f" {spread:>{len(title) - 1}.1f}%"
+        lines.append(row)
     return "\n".join(lines)
 
 
@@ -622,7 +791,9 @@ CSV_FIELDS = [
 ]
 
 
-def write_csv(path: Path, results: Sequence[Measurement], configs: Sequence[Config]) -> None:
+def write_csv(
+    path: Path, results: Sequence[Measurement], configs: Sequence[Config], senders: Sequence[str]
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -647,7 +818,7 @@ def write_csv(path: Path, results: Sequence[Measurement], configs: Sequence[Conf
                 }
             )
         for config in configs:
-            for sender in SENDERS:
+            for sender in senders:
                 ms = [m for m in results if m.config == config and m.sender == sender]
                 writer.writerow(
                     {
@@ -667,7 +838,9 @@ def write_csv(path: Path, results: Sequence[Measurement], configs: Sequence[Conf
                 )
 
 
-def write_plot(path: Path, summaries: Sequence[Summary], title: str) -> None:
+def write_plot(
+    path: Path, summaries: Sequence[Summary], senders: Sequence[str], title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -677,10 +850,10 @@ def write_plot(path: Path, summaries: Sequence[Summary], title: str) -> None:
     heap_sizes = sorted({s.config.heap_size for s in summaries})
     packet_sizes = sorted({s.config.packet_size for s in summaries})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = {"engine": ("-", "o"), "plain": ("--", "s")}
+    styles = {"engine": ("-", "o"), "plain": ("--", "s"), "tutorial": (":", "^")}
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     for p_index, packet_size in enumerate(packet_sizes):
-        for sender in SENDERS:
+        for sender in senders:
             rows = [s for s in summaries if s.config.packet_size == packet_size]
             x = [s.config.heap_size for s in rows]
             y = [s.median[sender] for s in rows]
@@ -752,9 +925,11 @@ async def amain(args: argparse.Namespace) -> int:
         )
         progress(
             f"sink 127.0.0.1:{sink.port}; {len(runner.configs)} configurations x "
-            f"{len(SENDERS)} senders x {args.repeats} repeats, {sizing}; "
+            f"{len(args.senders)} senders ({','.join(args.senders)}) x {args.repeats} repeats, "
+            f"{sizing}; "
             f"send core {args.send_core if args.send_core is not None else 'not pinned'}; "
-            f"plain sender keeps {args.plain_in_flight} heaps in flight"
+            f"plain sender keeps {args.plain_in_flight} heaps in flight; "
+            f"tutorial sender: {TUTORIAL_BATCHES} batches of ~{TUTORIAL_BATCH_BYTES >> 10} KiB"
         )
         started = time.perf_counter()
         try:
@@ -766,7 +941,7 @@ async def amain(args: argparse.Namespace) -> int:
     finally:
         sink.close()
 
-    summaries = summarise(results, runner.configs)
+    summaries = summarise(results, runner.configs, args.senders)
     env = environment()
     for line in env:
         print(f"# {line}")
@@ -774,8 +949,8 @@ async def amain(args: argparse.Namespace) -> int:
         f"# medians of {args.repeats} interleaved repeats; MB/s = 10^6 payload bytes/s; "
         f"spread = (max - min) / median"
     )
-    print(format_table(summaries))
-    write_csv(args.csv, results, runner.configs)
+    print(format_table(summaries, args.senders))
+    write_csv(args.csv, results, runner.configs, args.senders)
     pinning = f"send core {args.send_core}" if args.send_core is not None else "unpinned"
     title = "\n".join(
         [
@@ -784,7 +959,7 @@ async def amain(args: argparse.Namespace) -> int:
             *env,
         ]
     )
-    write_plot(args.plot, summaries, title)
+    write_plot(args.plot, summaries, args.senders, title)
     print(f"# CSV:  {args.csv}")
     print(f"# plot: {args.plot}")
     print(f"# benchmark time {total:.1f} s")

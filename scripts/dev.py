@@ -3,11 +3,17 @@
 
     python3 scripts/dev.py run [DSIM ARGS...]     # the simulator, defaults for one machine
     python3 scripts/dev.py test [PYTEST ARGS...]  # the whole test suite
+    python3 scripts/dev.py --gso test             # the same with spead2 built with GSO
 
 The environment is ``.venv`` at the project root, with dsim installed in
 editable mode plus the extras the command needs. It is (re)installed only when
 ``pyproject.toml`` changed or an extra is missing, so a second run starts at
 once. Needs nothing but Python 3.11+.
+
+With ``--gso`` the environment is ``.venv-gso`` instead, and spead2 in it is
+built from source with UDP segmentation offload by ``scripts/build_spead2.sh``
+(Debian packages, about two minutes the first time); the tests are then told
+to expect GSO (``DSIM_EXPECT_GSO=1``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-STAMP = VENV / ".dsim-installed.json"
 EXTRAS = {"run": [], "test": ["test"]}
 
 
@@ -33,8 +38,9 @@ def python() -> Path:
 def ensure_env(extras: list[str]) -> None:
     """Create the venv and install dsim (with `extras`) unless already done."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    stamp_path = VENV / ".dsim-installed.json"
     try:
-        stamp = json.loads(STAMP.read_text())
+        stamp = json.loads(stamp_path.read_text())
     except (OSError, ValueError):
         stamp = {}
     have = set(stamp.get("extras", [])) if stamp.get("pyproject") == digest else set()
@@ -52,18 +58,27 @@ def ensure_env(extras: list[str]) -> None:
         cwd=ROOT,
         check=True,
     )
-    STAMP.write_text(json.dumps({"pyproject": digest, "extras": wanted}))
+    stamp_path.write_text(json.dumps({"pyproject": digest, "extras": wanted}))
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in EXTRAS:
+    global VENV
+    argv = sys.argv[1:]
+    gso = argv[:1] == ["--gso"]
+    if gso:
+        argv = argv[1:]
+        VENV = ROOT / ".venv-gso"
+    if not argv or argv[0] not in EXTRAS:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print("usage: dev.py {run,test} [ARGS...]", file=sys.stderr)
+        print("usage: dev.py [--gso] {run,test} [ARGS...]", file=sys.stderr)
         return 2
-    command, args = sys.argv[1], sys.argv[2:]
+    command, args = argv[0], argv[1:]
     if args[:1] == ["--"]:
         args = args[1:]
     ensure_env(EXTRAS[command])
+    if gso:
+        subprocess.run(["bash", str(ROOT / "scripts" / "build_spead2.sh"), str(VENV)], check=True)
+        os.environ["DSIM_EXPECT_GSO"] = "1"
     if command == "run":
         argv = [str(python()), "-m", "dsim", *args]
     else:

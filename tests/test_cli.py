@@ -114,6 +114,8 @@ async def test_halt_and_start_flag(sink: tuple[Receiver, int]) -> None:
         (["--heap-size", "0"], "heap size must be positive, not 0"),
         (["--rate", "-5"], "rate must be >= 0"),
         (["--packet-size", "20"], "packet size must be"),
+        (["--max-packet-size", "70000"], "packet size must be"),
+        (["--main-affinity", "9999"], "CPU core 9999 is not available"),
         (["--katcp-port", "70000"], "--katcp-port: must be 0-65535"),
         (["nonexistent.invalid:7148"], "does not resolve"),
         (["127.0.0.1:99999"], "port must be 1-65535"),
@@ -169,7 +171,8 @@ def test_version_and_help() -> None:
         [sys.executable, "-m", "dsim", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for flag in ["--katcp-host", "--katcp-port", "--heap-size", "--packet-size", "--rate",
-                 "--ttl", "--interface", "--ibv", "--affinity", "--start", "--log-level"]:
+                 "--ttl", "--interface", "--ibv", "--affinity", "--start", "--log-level",
+                 "--max-packet-size", "--main-affinity"]:
         assert flag in out
 
 
@@ -179,3 +182,18 @@ def test_console_script_is_installed() -> None:
     out = subprocess.run([str(dsim), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("dsim ")
     assert os.access(KATCPCMD, os.X_OK)
+
+
+async def test_startup_log_names_the_spead2_build_and_packet_size(
+    sink: tuple[Receiver, int],
+) -> None:
+    receiver, port = sink
+    dsim = await Dsim.start(f"127.0.0.1:{port}", "--heap-size", "16384", "--affinity", "0",
+                            "--main-affinity", "0")
+    dsim.process.send_signal(signal.SIGTERM)
+    assert await dsim.finish() == 0
+    log = "".join(dsim.log)
+    assert "heap size 16384, packet size 8248 (picked, at most 8972), rate unlimited" in log
+    assert re.search(r"spead2 \S+ sends UDP (with|without) segmentation offload", log)
+    if "without segmentation offload" in log:
+        assert "WARNING dsim: at unlimited rate, spead2 without GSO" in log

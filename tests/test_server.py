@@ -12,7 +12,7 @@ import pytest
 
 from dsim.engine import Engine
 from dsim.server import DeviceServer
-from dsim.transport import Endpoint, TransportConfig
+from dsim.transport import Endpoint, TransportConfig, spead2_uses_gso
 
 from .helpers import Receiver, check_contiguous, udp_socket
 
@@ -143,7 +143,9 @@ async def test_constant_sensors(setup: Setup, client: aiokatcp.Client) -> None:
     port = setup.engine.transport.destinations[0].port
     assert await sensor(client, "destinations") == f"127.0.0.1:{port}".encode()
     assert await sensor(client, "transport") == b"udp"
-    assert await sensor(client, "packet-size") == b"8972"
+    assert await sensor(client, "packet-size") == b"8972"  # a 4096-byte heap fits one packet
+    assert await sensor(client, "max-packet-size") == b"8972"
+    assert await sensor(client, "spead2-gso") == (b"1" if spead2_uses_gso() else b"0")
     assert float(await sensor(client, "rate")) == RATE
     assert await sensor(client, "send-errors") == b"0"
 
