@@ -24,13 +24,6 @@ class Generator:
     def __init__(self) -> None:
         self.next_heap = 0
         self.next_timestamp = 0
-        # Scratch ramp 0, 1, 2, ..., grown on demand; avoids an arange per batch.
-        self._ramp = np.arange(0, dtype=np.int64)
-
-    def _ramp_of(self, count: int) -> np.ndarray:
-        if len(self._ramp) < count:
-            self._ramp = np.arange(count, dtype=np.int64)
-        return self._ramp[:count]
 
     def fill(self, samples: np.ndarray, timestamps: np.ndarray, count: int) -> None:
         """Fill the first `count` heaps of a batch and advance the counters.
@@ -39,11 +32,9 @@ class Generator:
         shape ``(heaps,)``. One numpy operation per array, whatever `count`.
         """
         heap_samples = samples.shape[1]
-        ramp = self._ramp_of(count)
-        # Wrap in a wide type before casting: int8 overflow is an error in numpy 2.
-        values = ((ramp + self.next_heap) & 0xFF).astype(np.uint8).view(np.int8)
-        samples[:count] = values[:, np.newaxis]
-        np.multiply(ramp, heap_samples, out=timestamps[:count], casting="unsafe")
-        timestamps[:count] += np.uint64(self.next_timestamp % (1 << 64))
-        self.next_heap += count
-        self.next_timestamp += count * heap_samples
+        n, t = self.next_heap, self.next_timestamp
+        # astype wraps to int8 (int8(n) itself would overflow in numpy 2).
+        samples[:count] = np.arange(n, n + count, dtype=np.int64).astype(np.int8)[:, np.newaxis]
+        timestamps[:count] = np.arange(t, t + count * heap_samples, heap_samples, dtype=np.uint64)
+        self.next_heap = n + count
+        self.next_timestamp = t + count * heap_samples

@@ -5,7 +5,7 @@
 #
 # The spead2 wheels on PyPI are built without GSO; a build on this machine uses it
 # and sends 2x to 4.5x faster (see README, "Performance"). It needs a C++ compiler
-# and Debian's Boost, ibverbs, rdmacm and pcap headers, which it installs with
+# and Debian's Boost, libdivide, ibverbs, rdmacm and pcap headers, which it installs with
 # apt-get when missing (as root, or through sudo). The build takes about two
 # minutes; pip caches the wheel it builds, so running the script again is quick.
 # It builds the spead2 version already in the venv (or the newest if none), and
@@ -30,7 +30,7 @@ if "$python" -c "$gso_check" 2>/dev/null; then
     exit 0
 fi
 
-packages=(g++ pkg-config libboost-dev libibverbs-dev librdmacm-dev libpcap-dev)
+packages=(g++ pkg-config libboost-dev libdivide-dev libibverbs-dev librdmacm-dev libpcap-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
