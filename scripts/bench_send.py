@@ -107,7 +107,9 @@ Output: a table of medians on stdout (progress on stderr), with the ratios
 engine/plain and engine/tutorial of the medians, a CSV with every
 raw measurement plus one median row per sender and configuration, and a PNG
 plot of MB/s against heap size (log x axis, one line per sender x packet
-size, bars from the minimum to the maximum repetition).
+size, bars from the minimum to the maximum repetition). The table and plot
+headers name the dsim tree (``git describe``) as it was when the run started,
+which is the code measured; a warning follows if it changed during the run.
 
 How to run
 ----------
@@ -915,6 +917,9 @@ def environment() -> tuple[str, str]:
 
 
 async def amain(args: argparse.Namespace) -> int:
+    # Recorded before measuring: dsim is imported at start-up, so this is the code measured
+    # even if the tree is edited or committed while the benchmark runs.
+    env = environment()
     sink = UdpSink()
     try:
         runner = Runner(args, sink)
@@ -942,9 +947,12 @@ async def amain(args: argparse.Namespace) -> int:
         sink.close()
 
     summaries = summarise(results, runner.configs, args.senders)
-    env = environment()
     for line in env:
         print(f"# {line}")
+    now = f"dsim at {git_state()}"
+    if now != env[1]:
+        print(f"# WARNING: the dsim tree changed during the run ({now} at the end); "
+              "the results are for the state above, imported at start-up")
     print(
         f"# medians of {args.repeats} interleaved repeats; MB/s = 10^6 payload bytes/s; "
         f"spread = (max - min) / median"
