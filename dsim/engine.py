@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import math
 import os
 import time
 import weakref
@@ -39,10 +40,12 @@ from .transport import SendStream, TransportConfig, make_thread_pool, open_strea
 logger = logging.getLogger(__name__)
 
 DEFAULT_HEAP_SIZE = 8192
+#: Seconds between descriptor heaps while capturing (MeerKAT receivers that join late).
+DEFAULT_DESCRIPTOR_INTERVAL = 5.0
 #: Target payload per batch; two batches make about 1 MiB in flight.
 DEFAULT_BATCH_BYTES = 512 * 1024
 DEFAULT_BATCHES = 2
-#: Upper bound on heaps per batch, so that tiny heaps do not make huge batches.
+#: Upper bound on steps per batch, so that tiny heaps do not make huge batches.
 MAX_BATCH_HEAPS = 8192
 
 
@@ -67,16 +70,45 @@ def _release_at_exit() -> None:
         engine._release()
 
 
+@dataclass(frozen=True)
+class Clock:
+    """The simulated ADC clock of a real-time stream.
+
+    Sample ``t`` is taken at UNIX time ``sync_time + t / adc_sample_rate``. A
+    capture starts at the first multiple of `align_samples` after now, and the
+    stream is paced at exactly the rate that keeps timestamps on the wall clock.
+    """
+
+    adc_sample_rate: float
+    sync_time: float
+    align_samples: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not self.adc_sample_rate > 0:
+            raise ConfigError(f"ADC sample rate must be positive, not {self.adc_sample_rate}")
+        if self.align_samples <= 0:
+            raise ConfigError(f"alignment must be a positive sample count, not {self.align_samples}")
+
+    def time_of(self, timestamp: int) -> float:
+        """UNIX time at which sample `timestamp` is taken."""
+        return self.sync_time + timestamp / self.adc_sample_rate
+
+    def next_aligned(self, not_before: int, now: float) -> int:
+        """The first aligned timestamp that is at least `not_before` and not in the past."""
+        current = math.ceil((now - self.sync_time) * self.adc_sample_rate)
+        first = max(not_before, current)
+        return -(-first // self.align_samples) * self.align_samples
+
+
 @dataclass
 class _Batch:
     """One batch: arrays the heaps reference, the heaps, and its last send."""
 
-    samples: np.ndarray
-    timestamps: np.ndarray
+    arrays: layout.BatchArrays
     plain: spead2.send.HeapReferenceList
     first: spead2.send.HeapReferenceList
     future: asyncio.Future[int] | None = None
-    in_flight: int = 0
+    in_flight: int = 0  # steps
 
 
 @dataclass
@@ -84,23 +116,27 @@ class _Plan:
     """Everything that depends on the heap size."""
 
     heap_size: int
-    batch_heaps: int
+    heap_samples: int
+    steps: int  # per batch
     packet_size: int
+    rate: float  # bytes/s on the wire, 0 = unlimited
+    descriptor_heap: spead2.send.Heap
     batches: list[_Batch] = field(default_factory=list)
 
     @property
     def payload_arrays(self) -> list[np.ndarray]:
-        return [batch.samples for batch in self.batches]
+        return [batch.arrays.payload for batch in self.batches]
 
 
-def batch_heaps_for(heap_size: int, batch_bytes: int, n_substreams: int) -> int:
-    """Heaps per batch: about `batch_bytes` of payload, at least one heap.
+def steps_for(heap_bytes: int, batch_bytes: int, multiple: int) -> int:
+    """Steps per batch: about `batch_bytes` of payload, at least one step.
 
-    Rounded up to a multiple of `n_substreams` so that heap ``j`` of every
-    batch goes to the same destination and the destinations take turns.
+    `heap_bytes` is the payload of one step (all its heaps). Rounded up to a
+    multiple of `multiple` (the tutorial format's destinations, so that they
+    take turns evenly).
     """
-    heaps = max(1, min(MAX_BATCH_HEAPS, round(batch_bytes / heap_size)))
-    return -(-heaps // n_substreams) * n_substreams
+    steps = max(1, min(MAX_BATCH_HEAPS, round(batch_bytes / heap_bytes)))
+    return -(-steps // multiple) * multiple
 
 
 def _available_memory() -> int:
@@ -110,31 +146,48 @@ def _available_memory() -> int:
 class Engine:
     """Streams heaps from a running generator through a spead2 stream.
 
-    Create it inside a running event loop. The transport is fixed for the
-    engine's life; the heap size can change at any time.
+    Create it inside a running event loop. The transport, the wire format and
+    the clock are fixed for the engine's life; the heap size can change at any
+    time. Without a `clock` the stream runs free (as fast as the transport's
+    rate allows) from timestamp 0; with one it follows the simulated ADC clock.
+    Descriptors go out as heaps of their own (odd heap IDs; data heaps have even
+    ones) when a capture starts, after a heap-size change and every
+    `descriptor_interval` seconds (0: never periodically).
     """
 
     def __init__(
         self,
         transport: TransportConfig,
-        heap_size: int = DEFAULT_HEAP_SIZE,
+        heap_size: int | None = None,
         *,
+        wire_format: layout.WireFormat | None = None,
+        clock: Clock | None = None,
+        descriptor_interval: float = DEFAULT_DESCRIPTOR_INTERVAL,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         batches: int = DEFAULT_BATCHES,
         throughput_window: float = 1.0,
     ) -> None:
         if batches < 2:
             raise ConfigError(f"at least two batches must be in flight, not {batches}")
+        if descriptor_interval < 0:
+            raise ConfigError(f"descriptor interval must be >= 0, not {descriptor_interval}")
         transport.validate()
         self.transport = transport
+        self.format = wire_format or layout.TutorialFormat(transport.n_substreams)
+        if self.format.destinations != transport.n_substreams:
+            raise ConfigError("the wire format and the transport disagree on the destinations")
+        self.clock = clock
+        self._descriptor_interval = descriptor_interval
         self._batch_bytes = batch_bytes
         self._n_batches = batches
         self._n_substreams = transport.n_substreams
         self._generator = Generator()
         self._thread_pool = make_thread_pool(transport)
         self._end_heaps = layout.make_end_heaps(self._n_substreams)
-        self._plan = self._make_plan(heap_size)
-        self._heaps_submitted = 0  # all heaps handed to spead2, for heap cnts
+        self._plan = self._make_plan(self.format.default_heap_size if heap_size is None else heap_size)
+        self._data_heaps_submitted = 0  # for the (even) data heap IDs
+        self._descriptors_submitted = 0  # for the (odd) descriptor heap IDs
+        self._descriptor_future: asyncio.Future[int] | None = None
         self._stream: SendStream | None = self._open_stream(self._plan)
         # Capture state
         self._task: asyncio.Task[int] | None = None
@@ -156,51 +209,54 @@ class Engine:
 
     # ------------------------------------------------------------------ set-up
 
+    def check_heap_size(self, heap_size: int) -> None:
+        """Raise :exc:`ConfigError` unless `heap_size` works with this format and clock."""
+        self.format.check_heap_size(heap_size, self.transport.max_packet_size)
+        if self.clock is not None:
+            samples = self.format.heap_samples(heap_size)
+            if self.clock.align_samples % samples:
+                raise ConfigError(
+                    f"heap size {heap_size} ({samples} samples) does not divide the "
+                    f"alignment of {self.clock.align_samples} samples"
+                )
+
     def _make_plan(self, heap_size: int) -> _Plan:
-        layout.validate_heap_size(heap_size)
-        batch_heaps = batch_heaps_for(heap_size, self._batch_bytes, self._n_substreams)
-        needed = self._n_batches * batch_heaps * heap_size
+        self.check_heap_size(heap_size)
+        fmt = self.format
+        steps = steps_for(heap_size * fmt.streams, self._batch_bytes, fmt.step_multiple)
+        needed = self._n_batches * steps * fmt.streams * heap_size
         if needed > _available_memory() // 2:
             raise ConfigError(
                 f"heap size {heap_size} needs {needed} bytes of batch memory, "
                 "more than half the free memory"
             )
-        packet_size, auto = self._packet_size_for(heap_size)
-        item_group = layout.make_item_group(heap_size)
-        plan = _Plan(heap_size, batch_heaps, packet_size)
+        packet_size, repeat_pointers = fmt.packet_size(
+            heap_size, self.transport.max_packet_size, self.transport.packet_size
+        )
+        heap_samples = fmt.heap_samples(heap_size)
+        rate = self.transport.rate
+        if self.clock is not None:
+            # Wire bytes of one step (every polarisation), sample_rate / heap_samples times a second.
+            wire = sum(layout.packet_sizes(fmt.sample_heap(heap_size, repeat_pointers), packet_size))
+            rate = self.clock.adc_sample_rate / heap_samples * wire * fmt.streams
+        descriptor_heap = layout.make_descriptor_heap(fmt.descriptor_item_group(heap_size))
+        plan = _Plan(heap_size, heap_samples, steps, packet_size, rate, descriptor_heap)
         for _ in range(self._n_batches):
-            samples = np.zeros((batch_heaps, heap_size), layout.SAMPLE_DTYPE)
-            timestamps = np.zeros(batch_heaps, layout.TIMESTAMP_DTYPE)
-            plain, first = layout.make_heaps(
-                item_group, samples, timestamps, self._n_substreams, repeat_pointers=auto
-            )
-            plan.batches.append(_Batch(samples, timestamps, plain, first))
+            arrays = fmt.allocate(steps, heap_size)
+            plain, first = fmt.make_heaps(heap_size, arrays, repeat_pointers)
+            plan.batches.append(_Batch(arrays, plain, first))
         return plan
-
-    def _packet_size_for(self, heap_size: int) -> tuple[int, bool]:
-        """The packet size for `heap_size`, and whether it was picked automatically."""
-        if self.transport.packet_size is not None:
-            return self.transport.packet_size, False
-        size = layout.auto_packet_size(heap_size, self.transport.max_packet_size)
-        if size is None:
-            logger.info(
-                "heap size %d splits into unequal packets at any size up to %d bytes",
-                heap_size,
-                self.transport.max_packet_size,
-            )
-            return self.transport.max_packet_size, True
-        return size, True
 
     def _open_stream(self, plan: _Plan) -> SendStream:
         """A stream sized for `plan` (and, for ibverbs, registered on its memory)."""
         config = spead2.send.StreamConfig(
             max_packet_size=plan.packet_size,
-            rate=self.transport.rate,
-            max_heaps=self._n_batches * plan.batch_heaps + self._n_substreams,
+            rate=plan.rate,
+            max_heaps=self._n_batches * plan.steps * self.format.streams + 2 * self._n_substreams,
         )
         stream = open_stream(self.transport, self._thread_pool, config, plan.payload_arrays)
-        # Heap IDs run on across streams, as if there were only ever one.
-        stream.set_cnt_sequence(self._heaps_submitted + 1, 1)
+        # Heap IDs run on across streams, as if there were only ever one: data even.
+        stream.set_cnt_sequence(2 * self._data_heaps_submitted + 2, 2)
         return stream
 
     # -------------------------------------------------------------- properties
@@ -210,13 +266,23 @@ class Engine:
         return self._plan.heap_size
 
     @property
+    def heap_samples(self) -> int:
+        return self._plan.heap_samples
+
+    @property
     def batch_heaps(self) -> int:
-        return self._plan.batch_heaps
+        """Heaps in a full batch (all polarisations)."""
+        return self._plan.steps * self.format.streams
 
     @property
     def packet_size(self) -> int:
         """Maximum packet size in use for the current heap size."""
         return self._plan.packet_size
+
+    @property
+    def rate(self) -> float:
+        """Send rate in use, bytes/s on the wire (0 = unlimited)."""
+        return self._plan.rate
 
     @property
     def capturing(self) -> bool:
@@ -254,9 +320,10 @@ class Engine:
     # ---------------------------------------------------------------- control
 
     def start(self, heaps: int | None = None) -> int:
-        """Start a capture; with `heaps`, send exactly that many and stop.
+        """Start a capture; with `heaps`, send exactly that many per polarisation and stop.
 
-        Returns the timestamp of the capture's first heap.
+        Returns the timestamp of the capture's first heap. With a clock, that
+        is the next aligned sample after now, and sending starts at its time.
         """
         if self._closed:
             raise CaptureError("engine is closed")
@@ -266,13 +333,14 @@ class Engine:
             raise CaptureError("capture already in progress")
         if heaps is not None and (isinstance(heaps, bool) or heaps <= 0):
             raise CaptureError(f"heap count must be a positive integer, not {heaps}")
+        start_at = self._align_start()
         first_timestamp = self.next_timestamp
         self._stop_requested = False
         self._capture_heaps = 0
         self._meter.reset()
         self._meter.record(self._bytes)
         self._task = asyncio.get_running_loop().create_task(
-            self._capture(heaps), name="dsim-capture"
+            self._capture(heaps, start_at), name="dsim-capture"
         )
         self._task.add_done_callback(self._capture_done)
         logger.info(
@@ -283,6 +351,21 @@ class Engine:
         )
         self._notify()
         return first_timestamp
+
+    def _align_start(self) -> float | None:
+        """Move the timestamp to where a new run of heaps must start; returns when to send it.
+
+        Real time: the next aligned sample after now. MeerKAT format: the next
+        multiple of the heap's samples. Otherwise the counters just run on.
+        """
+        if self.clock is not None:
+            first = self.clock.next_aligned(self.next_timestamp, time.time())
+            self._generator.skip_to(first)
+            return self.clock.time_of(first)
+        if isinstance(self.format, layout.MeerkatFormat):
+            samples = self.heap_samples
+            self._generator.skip_to(-(-self.next_timestamp // samples) * samples)
+        return None
 
     async def stop(self) -> int:
         """Stop the capture; returns once everything in flight and the end heap are sent.
@@ -306,15 +389,20 @@ class Engine:
     async def set_heap_size(self, heap_size: int) -> int:
         """Change the heap size; returns the timestamp of the first heap of the new size.
 
-        While capturing, the change happens at the next batch boundary, with no
-        gap in the timestamps, and the descriptors go out again with that heap.
+        While capturing, the change happens at the next batch boundary and the
+        descriptors go out again first. Free-running tutorial streams continue
+        with no gap in the timestamps; MeerKAT streams continue at the next
+        multiple of the new heap's samples, and real-time streams at the next
+        aligned sample after now.
         """
-        layout.validate_heap_size(heap_size)
+        validate = layout.validate_heap_size(heap_size)
+        self.check_heap_size(validate)
         if self._closed:
             raise CaptureError("engine is closed")
         async with self._resize_lock:
             if not self.capturing:
                 self._apply_heap_size(heap_size)
+                self._align_start()
                 return self.next_timestamp
             future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._resize = (heap_size, future)
@@ -349,15 +437,20 @@ class Engine:
 
     # ----------------------------------------------------------- capture loop
 
-    async def _capture(self, limit: int | None) -> int:
+    async def _capture(self, limit: int | None, start_at: float | None) -> int:
         remaining = limit
         first = True
         index = 0
+        next_descriptors = 0.0
         try:
+            if start_at is not None:
+                await asyncio.sleep(max(0.0, start_at - time.time()))
             while True:
                 if self._resize is not None:
                     await self._drain()
-                    self._finish_resize()
+                    start_at = self._finish_resize()
+                    if start_at is not None:
+                        await asyncio.sleep(max(0.0, start_at - time.time()))
                     first = True
                     index = 0
                 plan = self._plan
@@ -366,19 +459,24 @@ class Engine:
                 await self._retire(batch)
                 if self._stop_requested or remaining == 0:
                     break
-                count = plan.batch_heaps if remaining is None else min(plan.batch_heaps, remaining)
-                self._generator.fill(batch.samples, batch.timestamps, count)
+                now = time.monotonic()
+                if first or (self._descriptor_interval and now >= next_descriptors):
+                    await self._send_descriptors()
+                    next_descriptors = now + self._descriptor_interval
+                steps = plan.steps if remaining is None else min(plan.steps, remaining)
+                counters, timestamps = self._generator.advance(steps, plan.heap_samples)
+                self.format.fill(batch.arrays, counters, timestamps)
                 heaps = batch.first if first else batch.plain
-                if count < plan.batch_heaps:
-                    heaps = heaps[:count]
+                if steps < plan.steps:
+                    heaps = heaps[: steps * self.format.streams]
                 stream = self._stream
                 assert stream is not None, "the engine was released while capturing"
                 batch.future = stream.async_send_heaps(heaps, spead2.send.GroupMode.SERIAL)
-                batch.in_flight = count
-                self._heaps_submitted += count
+                batch.in_flight = steps
+                self._data_heaps_submitted += steps * self.format.streams
                 first = False
                 if remaining is not None:
-                    remaining -= count
+                    remaining -= steps
         finally:
             await self._drain()
             await self._send_end()
@@ -386,7 +484,8 @@ class Engine:
                 self._finish_resize()
         return self._capture_heaps
 
-    def _finish_resize(self) -> None:
+    def _finish_resize(self) -> float | None:
+        """Apply the pending heap-size change; returns when to send the next heap (real time)."""
         assert self._resize is not None
         heap_size, future = self._resize
         self._resize = None
@@ -395,42 +494,69 @@ class Engine:
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
-        else:
-            if not future.done():
-                future.set_result(self.next_timestamp)
+            return None
+        start_at = self._align_start()
+        if not future.done():
+            future.set_result(self.next_timestamp)
+        return start_at
 
-    async def _retire(self, batch: _Batch) -> None:
-        """Wait for the batch's last send and account for it."""
-        if batch.future is None:
-            return
-        future, count = batch.future, batch.in_flight
-        batch.future = None
-        batch.in_flight = 0
+    async def _send_descriptors(self) -> None:
+        """Send a descriptor heap to every destination, with the next odd heap IDs."""
+        if self._descriptor_future is not None:
+            await self._settle(self._descriptor_future)
+        stream = self._stream
+        assert stream is not None
+        refs = []
+        for substream in range(self._n_substreams):
+            cnt = 2 * self._descriptors_submitted + 1
+            self._descriptors_submitted += 1
+            refs.append(
+                spead2.send.HeapReference(
+                    self._plan.descriptor_heap, cnt=cnt, substream_index=substream
+                )
+            )
+        self._descriptor_future = stream.async_send_heaps(
+            spead2.send.HeapReferenceList(refs), spead2.send.GroupMode.SERIAL
+        )
+
+    async def _settle(self, future: asyncio.Future[int]) -> bool:
+        """Wait for a send; count and log a failure. Returns whether it succeeded."""
         try:
             await future
         except (RuntimeError, OSError) as exc:
             self._send_errors += 1
             self._log_send_error(exc)
-        else:
-            self._heaps += count
-            self._capture_heaps += count
-            self._bytes += count * batch.samples.shape[1]
+            return False
+        return True
+
+    async def _retire(self, batch: _Batch) -> None:
+        """Wait for the batch's last send and account for it."""
+        if batch.future is None:
+            return
+        future, steps = batch.future, batch.in_flight
+        batch.future = None
+        batch.in_flight = 0
+        if await self._settle(future):
+            heaps = steps * self.format.streams
+            self._heaps += heaps
+            self._capture_heaps += heaps
+            self._bytes += heaps * self._plan.heap_size
             self._meter.record(self._bytes)
 
     async def _drain(self) -> None:
         for batch in self._plan.batches:
             await self._retire(batch)
+        if self._descriptor_future is not None:
+            future, self._descriptor_future = self._descriptor_future, None
+            await self._settle(future)
 
     async def _send_end(self) -> None:
         if self._stream is None:
             return
-        try:
-            await self._stream.async_send_heaps(self._end_heaps, spead2.send.GroupMode.SERIAL)
-        except (RuntimeError, OSError) as exc:
-            self._send_errors += 1
-            self._log_send_error(exc)
-        finally:
-            self._heaps_submitted += len(self._end_heaps)
+        self._data_heaps_submitted += len(self._end_heaps)
+        await self._settle(
+            self._stream.async_send_heaps(self._end_heaps, spead2.send.GroupMode.SERIAL)
+        )
 
     def _log_send_error(self, exc: BaseException) -> None:
         """Log send failures at most once per second, with a count of those not logged."""

@@ -34,7 +34,7 @@ import spead2
 import spead2.recv
 import spead2.recv.asyncio
 
-from . import layout
+from . import layout, packing
 from .errors import ConfigError
 
 #: How many defect locations a report lists (the counts are always complete).
@@ -51,12 +51,13 @@ def _wrap(delta: int) -> int:
 
 @dataclass
 class Segment:
-    """A run of heaps of one size within a capture."""
+    """A run of heaps of one size within a capture (of one stream: a digitiser id)."""
 
     capture: int
-    heap_size: int
+    heap_size: int  # samples
     first_timestamp: int
     heaps: int = 0
+    stream: int | None = None
 
 
 @dataclass
@@ -72,7 +73,17 @@ class Report:
     bad_payload: int = 0
     undescribed: int = 0
     incomplete: int = 0
+    misaligned: int = 0
+    bad_status: int = 0
+    wrong_id: int = 0
+    off_clock: int = 0
     captures: int = 0
+    end_of_stream_heaps: int = 0
+    descriptor_heaps: int = 0
+    streams: list[int] = field(default_factory=list)
+    format: str = ""
+    clock_offset_max: float | None = None
+    clock_offset_mean: float | None = None
     stopped_by: str = ""
     missing_ranges: list[tuple[int, int]] = field(default_factory=list)
     duplicate_timestamps: list[int] = field(default_factory=list)
@@ -94,6 +105,10 @@ class Report:
             + self.bad_payload
             + self.undescribed
             + self.incomplete
+            + self.misaligned
+            + self.bad_status
+            + self.wrong_id
+            + self.off_clock
         )
 
     @property
@@ -122,8 +137,12 @@ class Checker:
     (another dsim, or one restarted) just sets a new reference.
     """
 
-    def __init__(self) -> None:
-        self.report = Report()
+    def __init__(
+        self, report: Report | None = None, stream: int | None = None, bits: int = 8
+    ) -> None:
+        self.report = Report() if report is None else report
+        self.stream = stream
+        self._modulus = 1 << bits
         self._expected: int | None = None  # timestamp of the next heap
         self._next_value = 0  # int8 value expected next (valid once _expected is set)
         self._heap_samples = 0  # samples in the last heap
@@ -138,21 +157,29 @@ class Checker:
         """Descriptors arrived announcing `heap_size` samples per heap."""
         self._described_size = heap_size
 
-    def end_of_stream(self) -> None:
-        self.report.captures += 1
+    def end_of_stream(self, count: bool = True) -> None:
+        """A capture ended; the next heap starts a new one. `count` it in the report."""
+        if count:
+            self.report.captures += 1
         self._new_capture = True
         self._gaps = []
 
     def heap(self, timestamp: int, samples: np.ndarray) -> None:
         """Check one data heap, given its `samples` as integers (one per sample)."""
-        report = self.report
         n_samples = len(samples)
-        report.heaps += 1
-        report.bytes += samples.nbytes
-        if self._described_size is not None and n_samples != self._described_size:
-            report.undescribed += 1
         value = int(samples[0]) if n_samples else 0
         uniform = n_samples > 0 and bool((samples == samples[0]).all())
+        self.heap_summary(timestamp, n_samples, samples.nbytes, value, uniform)
+
+    def heap_summary(
+        self, timestamp: int, n_samples: int, nbytes: int, value: int, uniform: bool
+    ) -> None:
+        """Check one data heap, given what its samples are: all `value` if `uniform`."""
+        report = self.report
+        report.heaps += 1
+        report.bytes += nbytes
+        if self._described_size is not None and n_samples != self._described_size:
+            report.undescribed += 1
 
         if self._expected is None or self._new_capture:
             continues = self._expected is not None and timestamp == self._expected
@@ -209,18 +236,18 @@ class Checker:
     def _check_payload(
         self, timestamp: int, uniform: bool, value: int, expected: int | None
     ) -> None:
-        if not uniform or (expected is not None and (value - expected) % 256 != 0):
+        if not uniform or (expected is not None and (value - expected) % self._modulus != 0):
             self.report.bad_payload += 1
             _note(self.report.bad_payload_timestamps, timestamp)
 
     def _start_segment(self, timestamp: int, n_samples: int) -> None:
-        self._segment = Segment(self.report.captures, n_samples, timestamp)
+        self._segment = Segment(self.report.captures, n_samples, timestamp, stream=self.stream)
         _note(self.report.segments, self._segment)
         self._heap_samples = n_samples
 
     def _advance(self, timestamp: int, n_samples: int, value: int) -> None:
         self._expected = (timestamp + n_samples) % layout.TIMESTAMP_MODULUS
-        self._next_value = (value + 1) % 256
+        self._next_value = (value + 1) % self._modulus
         self._heap_samples = n_samples
         assert self._segment is not None
         self._segment.heaps += 1
@@ -229,11 +256,22 @@ class Checker:
 # ------------------------------------------------------------------ receiving
 
 
+@dataclass(frozen=True)
+class WallClock:
+    """The sender's ADC clock: sample ``t`` is taken at ``sync_time + t / adc_sample_rate``."""
+
+    sync_time: float
+    adc_sample_rate: float
+
+    def time_of(self, timestamp: int) -> float:
+        return self.sync_time + timestamp / self.adc_sample_rate
+
+
 @dataclass
 class VerifyConfig:
     """Where to receive and when to stop.
 
-    `captures`: stop after this many end-of-stream heaps (0: never).
+    `captures`: stop after this many captures (end-of-stream heaps per stream; 0: never).
     `heaps`: stop after this many data heaps. `idle_timeout`: stop after this
     many seconds without a heap. `buffer_size`: the socket receive buffer (as
     root it may exceed net.core.rmem_max).
@@ -248,6 +286,13 @@ class VerifyConfig:
     heaps: int | None = None
     idle_timeout: float | None = None
     captures: int = 1
+    #: MeerKAT format: sample width until descriptors say otherwise.
+    sample_bits: int = 10
+    #: MeerKAT format: digitiser ids expected (empty: any).
+    digitiser_ids: tuple[int, ...] = ()
+    #: Real-time streams: check timestamps against the wall clock.
+    clock: WallClock | None = None
+    clock_tolerance: float = 0.05
 
 
 def open_socket(config: VerifyConfig) -> socket.socket:
@@ -280,36 +325,111 @@ def open_socket(config: VerifyConfig) -> socket.socket:
 
 
 class _Decoder:
-    """Turns received heaps into checker calls, with the descriptors seen so far."""
+    """Turns received heaps into checks, with the descriptors seen so far.
 
-    def __init__(self, checker: Checker) -> None:
-        self.checker = checker
-        self.undecodable = 0
+    Heaps with a digitiser_id item are MeerKAT-format heaps: their samples are
+    unpacked with the width the descriptors give (or ``sample_bits`` until
+    descriptors arrive), and each digitiser id (polarisation) is checked as a
+    stream of its own. Other heaps are tutorial-format (int8 samples).
+    """
+
+    def __init__(self, report: Report, config: VerifyConfig) -> None:
+        self.report = report
+        self.config = config
+        self.checkers: dict[int | None, Checker] = {}
+        self.sample_bits = config.sample_bits
+        self.described_samples: int | None = None
+        self._offset_sum = 0.0
+        self._offset_count = 0
+
+    def _checker(self, stream: int | None, bits: int) -> Checker:
+        checker = self.checkers.get(stream)
+        if checker is None:
+            checker = Checker(self.report, stream, bits)
+            if self.described_samples is not None:
+                checker.descriptors(self.described_samples)
+            self.checkers[stream] = checker
+            if stream is not None:
+                self.report.streams.append(stream)
+        return checker
 
     def feed(self, heap: spead2.recv.Heap) -> None:
+        report = self.report
         if heap.is_end_of_stream():
-            self.checker.end_of_stream()
+            report.end_of_stream_heaps += 1
+            report.captures = -(-report.end_of_stream_heaps // max(1, len(self.checkers)))
+            for checker in self.checkers.values():
+                checker.end_of_stream(count=False)
             return
-        for raw in heap.get_descriptors():
+        raw_descriptors = heap.get_descriptors()
+        for raw in raw_descriptors:
             descriptor = spead2.Descriptor.from_raw(raw, heap.flavour)
             if descriptor.id == layout.ADC_SAMPLES_ID and descriptor.shape:
-                self.checker.descriptors(int(descriptor.shape[0] or 0))
-        timestamp: int | None = None
-        samples: np.ndarray | None = None
+                self.described_samples = int(descriptor.shape[0] or 0)
+                if descriptor.format:
+                    self.sample_bits = descriptor.format[0][1]
+                for checker in self.checkers.values():
+                    checker.descriptors(self.described_samples)
+        values: dict[int, Any] = {}
         for item in heap.get_items():
-            if item.id == layout.TIMESTAMP_ID:
-                timestamp = (
-                    item.immediate_value
-                    if item.is_immediate
-                    else int.from_bytes(bytes(item), "big")
-                )
-            elif item.id == layout.ADC_SAMPLES_ID:
-                samples = np.frombuffer(item, np.int8)
-        if timestamp is None or samples is None:
-            self.undecodable += 1
-            self.checker.report.undescribed += 1
+            values[item.id] = item.immediate_value if item.is_immediate else item
+        if not values:
+            if raw_descriptors:
+                report.descriptor_heaps += 1
             return
-        self.checker.heap(timestamp, samples)
+        timestamp = values.get(layout.TIMESTAMP_ID)
+        raw = values.get(layout.ADC_SAMPLES_ID)
+        if not isinstance(timestamp, int) or raw is None or isinstance(raw, int):
+            report.undescribed += 1
+            return
+        digitiser_id = values.get(layout.DIGITISER_ID_ID)
+        if digitiser_id is None:
+            report.format = report.format or "tutorial"
+            self._checker(None, 8).heap(timestamp, np.frombuffer(raw, np.int8))
+        else:
+            report.format = report.format or "meerkat"
+            self._meerkat_heap(timestamp, int(digitiser_id), values, np.frombuffer(raw, np.uint8))
+        clock = self.config.clock
+        if clock is not None:
+            offset = time.time() - clock.time_of(timestamp)
+            self._offset_sum += offset
+            self._offset_count += 1
+            report.clock_offset_mean = self._offset_sum / self._offset_count
+            if report.clock_offset_max is None or abs(offset) > abs(report.clock_offset_max):
+                report.clock_offset_max = offset
+            if abs(offset) > self.config.clock_tolerance:
+                report.off_clock += 1
+
+    def _meerkat_heap(
+        self, timestamp: int, digitiser_id: int, values: dict[int, Any], data: np.ndarray
+    ) -> None:
+        report = self.report
+        bits = self.sample_bits
+        n_samples = len(data) * 8 // bits
+        group = packing.group_bytes(bits)
+        if len(data) % group or not len(data):
+            uniform, value = False, 0
+        else:
+            groups = data.reshape(-1, group)
+            first = packing.unpack(groups[0], bits)
+            value = int(first[0])
+            uniform = bool((first == value).all() and (groups == groups[0]).all())
+        self._checker(digitiser_id, bits).heap_summary(
+            timestamp, n_samples, len(data), value, uniform
+        )
+        if n_samples and timestamp % n_samples:
+            report.misaligned += 1
+        if self.config.digitiser_ids and digitiser_id not in self.config.digitiser_ids:
+            report.wrong_id += 1
+        status = values.get(layout.DIGITISER_STATUS_ID)
+        if uniform:
+            saturated = abs(value) >= packing.full_scale(bits)
+            count = min(n_samples, layout.STATUS_COUNT_MAX) if saturated else 0
+            expected = (count << layout.STATUS_COUNT_SHIFT) | (
+                layout.STATUS_SATURATED if saturated else 0
+            )
+            if status != expected:
+                report.bad_status += 1
 
 
 class Verifier:
@@ -322,8 +442,8 @@ class Verifier:
 
     def __init__(self, config: VerifyConfig) -> None:
         self.config = config
-        self.checker = Checker()
-        self._decoder = _Decoder(self.checker)
+        self._report = Report()
+        self._decoder = _Decoder(self._report, config)
         self._sock = open_socket(config)
         self._thread_pool = spead2.ThreadPool()
         self._stream = spead2.recv.asyncio.Stream(
@@ -336,7 +456,7 @@ class Verifier:
 
     @property
     def report(self) -> Report:
-        return self.checker.report
+        return self._report
 
     @property
     def port(self) -> int:
@@ -353,7 +473,7 @@ class Verifier:
         progress_period: float = 1.0,
     ) -> Report:
         config = self.config
-        report = self.checker.report
+        report = self._report
         stream = self._stream
         start: float | None = None
         last = last_progress = time.monotonic()

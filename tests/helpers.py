@@ -43,6 +43,7 @@ class Received:
     heaps: list[ReceivedHeap] = field(default_factory=list)
     ends: int = 0
     incomplete: int = 0
+    descriptor_heaps: int = 0
 
     @property
     def timestamps(self) -> list[int]:
@@ -95,6 +96,9 @@ class Receiver:
             return
         has_descriptors = bool(heap.get_descriptors())
         self.item_group.update(heap)
+        if not heap.get_items():
+            self.received.descriptor_heaps += 1  # descriptors only
+            return
         samples = np.asarray(self.item_group["adc_samples"].value)
         self.received.heaps.append(
             ReceivedHeap(

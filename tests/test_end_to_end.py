@@ -91,7 +91,9 @@ async def test_captures_and_resizes_are_segments_not_errors(
     assert report["clean"] is True and report["captures"] == 2
     segments = report["segments"]
     assert isinstance(segments, list) and len(segments) == 3
-    assert segments[0] == {"capture": 0, "heap_size": 8192, "first_timestamp": 0, "heaps": 3000}
+    assert segments[0] == {
+        "capture": 0, "heap_size": 8192, "first_timestamp": 0, "heaps": 3000, "stream": None
+    }
     assert segments[1]["capture"] == 1 and segments[1]["first_timestamp"] == 3000 * 8192
     assert segments[2]["capture"] == 1 and segments[2]["heap_size"] == 4096
     assert segments[2]["first_timestamp"] == int(first_small)

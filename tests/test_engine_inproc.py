@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import spead2
 
-from dsim.engine import CaptureError, Engine, batch_heaps_for
+from dsim.engine import CaptureError, Engine, steps_for
 from dsim.errors import ConfigError
 from dsim.transport import TransportConfig, TransportKind
 
@@ -45,10 +45,10 @@ async def drain(engine: Engine) -> Received:
 
 
 def test_batch_sizes() -> None:
-    assert batch_heaps_for(8192, 512 * 1024, 1) == 64
-    assert batch_heaps_for(4 * 1024 * 1024, 512 * 1024, 1) == 1  # heap larger than a batch
-    assert batch_heaps_for(8192, 512 * 1024, 3) == 66  # multiple of the destinations
-    assert batch_heaps_for(1, 512 * 1024, 1) == 8192  # capped
+    assert steps_for(8192, 512 * 1024, 1) == 64
+    assert steps_for(4 * 1024 * 1024, 512 * 1024, 1) == 1  # heap larger than a batch
+    assert steps_for(8192, 512 * 1024, 3) == 66  # multiple of the destinations
+    assert steps_for(1, 512 * 1024, 1) == 8192  # capped
 
 
 @pytest.mark.parametrize(
