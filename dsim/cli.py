@@ -14,15 +14,16 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
 import spead2
 
 from . import __version__
-from .engine import DEFAULT_HEAP_SIZE, Engine
+from .engine import DEFAULT_DESCRIPTOR_INTERVAL, Clock, Engine
 from .errors import ConfigError
-from .layout import validate_heap_size
+from .layout import make_format
 from .server import DeviceServer
 from .transport import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -35,6 +36,8 @@ from .transport import (
 )
 
 logger = logging.getLogger("dsim")
+#: When this process started: the default sync time of a real-time stream.
+START_TIME = time.time()
 
 DEFAULT_KATCP_PORT = 7147
 #: Rates (bytes/s) from which spead2's GSO support matters (8 Gb/s).
@@ -97,8 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     katcp.add_argument("--katcp-port", type=_typed(_int, "port"), default=DEFAULT_KATCP_PORT,
                        help="port to listen on; 0 picks a free one (default %(default)s)")
     stream = parser.add_argument_group("stream")
-    stream.add_argument("--heap-size", type=_typed(_int, "heap size"), default=DEFAULT_HEAP_SIZE,
-                        help="payload bytes per heap, one byte per sample (default %(default)s)")
+    stream.add_argument("--format", choices=["tutorial", "meerkat"], default="tutorial",
+                        help="wire format: spead2's tutorial layout, or the MeerKAT digitiser's "
+                        "(one stream per DEST, i.e. per polarisation) (default %(default)s)")
+    stream.add_argument("--heap-size", type=_typed(_int, "heap size"),
+                        help="payload bytes per heap (default 8192 for tutorial, 4096 samples "
+                        "= 5120 bytes for meerkat)")
+    stream.add_argument("--sample-bits", type=_typed(_int, "sample bits"),
+                        help="meerkat: bits per sample (default 10)")
+    stream.add_argument("--digitiser-id", type=_typed(_int, "digitiser id"), default=0,
+                        help="meerkat: digitiser_id of the first polarisation; the others "
+                        "follow (default %(default)s)")
     stream.add_argument("--max-packet-size", type=_typed(_int, "packet size"),
                         default=DEFAULT_MAX_PACKET_SIZE,
                         help="largest packet size dsim may pick: it picks the largest that "
@@ -111,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     stream.add_argument("--start", action="store_true",
                         help="start capturing at once instead of waiting for ?capture-start")
+    stream.add_argument("--descriptor-interval", type=_typed(_float, "interval"),
+                        default=DEFAULT_DESCRIPTOR_INTERVAL, metavar="SECONDS",
+                        help="send descriptors this often while capturing, 0 = only at the "
+                        "start and after heap-size changes (default %(default)s)")
+    clock = parser.add_argument_group("real-time clock")
+    clock.add_argument("--adc-sample-rate", type=_typed(_float, "sample rate"), metavar="HZ",
+                       help="pace the stream at this ADC sample rate and tie timestamps to "
+                       "the wall clock (default: free-running)")
+    clock.add_argument("--sync-time", type=_typed(_float, "sync time"), metavar="UNIX",
+                       help="UNIX time of timestamp 0 (default: when dsim started)")
+    clock.add_argument("--align-samples", type=_typed(_int, "alignment"), default=1 << 20,
+                       metavar="N", help="captures start at a multiple of N samples, a multiple "
+                       "of the heap's samples (default %(default)s)")
     network = parser.add_argument_group("network")
     network.add_argument("--ttl", type=_typed(_int, "TTL"), default=1,
                          help="multicast TTL (default %(default)s)")
@@ -151,10 +176,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         send_core=args.affinity,
     )
     try:
-        validate_heap_size(args.heap_size)
         args.transport.validate()
         if args.main_affinity is not None and args.main_affinity not in os.sched_getaffinity(0):
             raise ConfigError(f"CPU core {args.main_affinity} is not available")
+        args.wire_format = make_format(
+            args.format, len(args.destinations), args.sample_bits, args.digitiser_id
+        )
+        if args.heap_size is None:
+            args.heap_size = args.wire_format.default_heap_size
+        args.wire_format.check_heap_size(args.heap_size, args.max_packet_size)
+        if args.format == "meerkat" and args.packet_size is not None:
+            raise ConfigError("the meerkat format sends one packet per heap: drop --packet-size")
+        args.clock = None
+        if args.adc_sample_rate is not None:
+            if args.rate:
+                raise ConfigError("--rate and --adc-sample-rate both set the rate: give one")
+            sync_time = START_TIME if args.sync_time is None else args.sync_time
+            args.clock = Clock(args.adc_sample_rate, sync_time, args.align_samples)
+            samples = args.wire_format.heap_samples(args.heap_size)
+            if args.align_samples % samples:
+                raise ConfigError(
+                    f"--align-samples {args.align_samples} is not a multiple of the heap's "
+                    f"{samples} samples"
+                )
+        elif args.sync_time is not None:
+            raise ConfigError("--sync-time needs --adc-sample-rate")
+        if args.descriptor_interval < 0:
+            raise ConfigError("--descriptor-interval must be >= 0")
     except ConfigError as exc:
         parser.error(str(exc))
     return args
@@ -167,7 +215,13 @@ class StartupError(Exception):
 async def run(args: argparse.Namespace) -> None:
     """Run the engine and katcp server until halted or signalled."""
     try:
-        engine = Engine(args.transport, args.heap_size)
+        engine = Engine(
+            args.transport,
+            args.heap_size,
+            wire_format=args.wire_format,
+            clock=args.clock,
+            descriptor_interval=args.descriptor_interval,
+        )
     except ConfigError as exc:
         raise StartupError(str(exc)) from None
     server = DeviceServer(engine, args.katcp_host, args.katcp_port)
@@ -189,22 +243,33 @@ async def run(args: argparse.Namespace) -> None:
     host, port = server.sockets[0].getsockname()[:2]
     logger.info("katcp server listening on %s:%d", host, port)
     logger.info(
-        "sending %s to %s, heap size %d, packet size %d%s, rate %s",
+        "sending %s (%s format) to %s, heap size %d, packet size %d%s, rate %s",
         args.transport.kind.value,
+        engine.format.name,
         ", ".join(str(d) for d in args.transport.destinations),
         engine.heap_size,
         engine.packet_size,
-        "" if args.packet_size else f" (picked, at most {args.max_packet_size})",
-        f"{args.transport.rate:g} B/s" if args.transport.rate else "unlimited",
+        (
+            " (one packet per heap)" if args.format == "meerkat"
+            else "" if args.packet_size else f" (picked, at most {args.max_packet_size})"
+        ),
+        f"{engine.rate:g} B/s" if engine.rate else "unlimited",
     )
-    _log_spead2_build(args.transport)
+    if args.clock is not None:
+        logger.info(
+            "real time: ADC at %g Hz, sync time %.6f, captures aligned to %d samples",
+            args.clock.adc_sample_rate,
+            args.clock.sync_time,
+            args.clock.align_samples,
+        )
+    _log_spead2_build(args.transport, engine.rate)
     if args.start:
         engine.start()
     await server.join()
     logger.info("shut down")
 
 
-def _log_spead2_build(transport: TransportConfig) -> None:
+def _log_spead2_build(transport: TransportConfig, rate: float) -> None:
     """Say whether spead2 sends with GSO, and warn if speed matters and it does not."""
     if transport.kind != TransportKind.UDP:
         return
@@ -212,11 +277,11 @@ def _log_spead2_build(transport: TransportConfig) -> None:
         logger.info("spead2 %s sends UDP with segmentation offload (GSO)", spead2.__version__)
         return
     logger.info("spead2 %s sends UDP without segmentation offload (GSO)", spead2.__version__)
-    if transport.rate == 0 or transport.rate >= FAST_RATE:
+    if rate == 0 or rate >= FAST_RATE:
         logger.warning(
             "at %s, spead2 without GSO (the PyPI wheel) can cap throughput at about half "
             "of what the machine allows: scripts/build_spead2.sh builds it with GSO",
-            f"{transport.rate:g} B/s" if transport.rate else "unlimited rate",
+            f"{rate:g} B/s" if rate else "unlimited rate",
         )
 
 

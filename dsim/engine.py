@@ -361,6 +361,12 @@ class Engine:
         if self.clock is not None:
             first = self.clock.next_aligned(self.next_timestamp, time.time())
             self._generator.skip_to(first)
+            if first >= layout.TIMESTAMP_MODULUS:
+                logger.warning(
+                    "timestamps exceed 48 bits and wrap on the wire: the sync time is more "
+                    "than %.1f hours ago",
+                    layout.TIMESTAMP_MODULUS / self.clock.adc_sample_rate / 3600,
+                )
             return self.clock.time_of(first)
         if isinstance(self.format, layout.MeerkatFormat):
             samples = self.heap_samples

@@ -120,6 +120,10 @@ class DeviceServer(aiokatcp.DeviceServer):
             int, "packet-size", "Maximum packet size in use for the current heap size", "B",
             default=engine.packet_size, initial_status=Sensor.Status.NOMINAL,
         )
+        self._rate = Sensor(
+            float, "rate", "Send rate on the wire in use, 0 = unlimited", "B/s",
+            default=engine.rate, initial_status=Sensor.Status.NOMINAL,
+        )
         self._send_errors = Sensor(
             int, "send-errors", "Failed batch sends since the process started (warn while recent)",
             default=0, initial_status=Sensor.Status.NOMINAL,
@@ -136,12 +140,24 @@ class DeviceServer(aiokatcp.DeviceServer):
             Sensor(bool, "spead2-gso",
                    "Whether spead2 sends UDP with segmentation offload (GSO)",
                    default=spead2_uses_gso(), initial_status=Sensor.Status.NOMINAL),
-            Sensor(float, "rate", "Configured send rate on the wire, 0 = unlimited", "B/s",
-                   default=transport.rate, initial_status=Sensor.Status.NOMINAL),
+            Sensor(str, "format", "Wire format (tutorial or meerkat)",
+                   default=engine.format.name, initial_status=Sensor.Status.NOMINAL),
+            Sensor(int, "sample-bits", "Bits per ADC sample", "bit",
+                   default=engine.format.sample_bits, initial_status=Sensor.Status.NOMINAL),
+            Sensor(int, "polarisations", "Streams (one per polarisation) sent per timestamp",
+                   default=engine.format.streams, initial_status=Sensor.Status.NOMINAL),
+            Sensor(float, "sync-time", "UNIX time of timestamp 0 (0 when free-running)", "s",
+                   default=engine.clock.sync_time if engine.clock else 0.0,
+                   initial_status=Sensor.Status.NOMINAL),
+            Sensor(float, "adc-sample-rate",
+                   "Simulated ADC sample rate (0 when free-running)", "Hz",
+                   default=engine.clock.adc_sample_rate if engine.clock else 0.0,
+                   initial_status=Sensor.Status.NOMINAL),
         ]
         for s in [
             self._capture_active, self._heaps, self._bytes, self._throughput,
-            self._heap_size, self._packet_size, self._next_timestamp, self._send_errors,
+            self._heap_size, self._packet_size, self._rate, self._next_timestamp,
+            self._send_errors,
             *constants,
         ]:
             self.sensors.add(s)
@@ -175,6 +191,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         self._throughput.set_value(stats.throughput, timestamp=now)
         self._heap_size.set_value(stats.heap_size, timestamp=now)
         self._packet_size.set_value(stats.packet_size, timestamp=now)
+        self._rate.set_value(self.engine.rate, timestamp=now)
         self._next_timestamp.set_value(stats.next_timestamp, timestamp=now)
         if stats.send_errors != self._last_errors:
             self._last_errors = stats.send_errors
@@ -185,6 +202,10 @@ class DeviceServer(aiokatcp.DeviceServer):
             Sensor.Status.WARN if recent else Sensor.Status.NOMINAL,
             timestamp=now,
         )
+
+    async def request_time(self, ctx: aiokatcp.RequestContext) -> float:
+        """Return the server's UNIX time (to compare with sync-time and timestamps)."""
+        return time.time()
 
     async def request_capture_start(self, ctx: aiokatcp.RequestContext, heaps: str = "") -> int:
         """Start streaming heaps (with a count, send that many then stop); replies with the first timestamp.

@@ -82,6 +82,7 @@ class Report:
     descriptor_heaps: int = 0
     streams: list[int] = field(default_factory=list)
     format: str = ""
+    clock_checked: int = 0
     clock_offset_max: float | None = None
     clock_offset_mean: float | None = None
     stopped_by: str = ""
@@ -266,6 +267,12 @@ class WallClock:
     def time_of(self, timestamp: int) -> float:
         return self.sync_time + timestamp / self.adc_sample_rate
 
+    def unwrap(self, timestamp: int, when: float) -> int:
+        """The full timestamp whose low 48 bits are `timestamp`, nearest to the time `when`."""
+        modulus = layout.TIMESTAMP_MODULUS
+        now = (when - self.sync_time) * self.adc_sample_rate
+        return timestamp + round((now - timestamp) / modulus) * modulus
+
 
 @dataclass
 class VerifyConfig:
@@ -341,6 +348,8 @@ class _Decoder:
         self.described_samples: int | None = None
         self._offset_sum = 0.0
         self._offset_count = 0
+        # Packed bytes of one sample group -> its value, or None if its samples differ.
+        self._group_values: dict[bytes, int | None] = {}
 
     def _checker(self, stream: int | None, bits: int) -> Checker:
         checker = self.checkers.get(stream)
@@ -353,11 +362,13 @@ class _Decoder:
                 self.report.streams.append(stream)
         return checker
 
-    def feed(self, heap: spead2.recv.Heap) -> None:
+    def feed(self, heap: spead2.recv.Heap, arrived: float | None = None) -> None:
+        """Check `heap`; `arrived` is its arrival time if known (the receiver was idle)."""
         report = self.report
         if heap.is_end_of_stream():
             report.end_of_stream_heaps += 1
-            report.captures = -(-report.end_of_stream_heaps // max(1, len(self.checkers)))
+            # One end-of-stream heap per stream (polarisation) ends a capture.
+            report.captures = report.end_of_stream_heaps // max(1, len(self.checkers))
             for checker in self.checkers.values():
                 checker.end_of_stream(count=False)
             return
@@ -390,8 +401,9 @@ class _Decoder:
             report.format = report.format or "meerkat"
             self._meerkat_heap(timestamp, int(digitiser_id), values, np.frombuffer(raw, np.uint8))
         clock = self.config.clock
-        if clock is not None:
-            offset = time.time() - clock.time_of(timestamp)
+        if clock is not None and arrived is not None:
+            offset = arrived - clock.time_of(clock.unwrap(timestamp, arrived))
+            report.clock_checked += 1
             self._offset_sum += offset
             self._offset_count += 1
             report.clock_offset_mean = self._offset_sum / self._offset_count
@@ -411,9 +423,13 @@ class _Decoder:
             uniform, value = False, 0
         else:
             groups = data.reshape(-1, group)
-            first = packing.unpack(groups[0], bits)
-            value = int(first[0])
-            uniform = bool((first == value).all() and (groups == groups[0]).all())
+            key = groups[0].tobytes()
+            if key not in self._group_values:
+                first = packing.unpack(groups[0], bits)
+                self._group_values[key] = int(first[0]) if (first == first[0]).all() else None
+            group_value = self._group_values[key]
+            value = 0 if group_value is None else group_value
+            uniform = group_value is not None and bool((groups == groups[0]).all())
         self._checker(digitiser_id, bits).heap_summary(
             timestamp, n_samples, len(data), value, uniform
         )
@@ -479,6 +495,7 @@ class Verifier:
         last = last_progress = time.monotonic()
         try:
             while True:
+                arrived: float | None = None
                 try:
                     heap = stream.get_nowait()
                 except spead2.Empty:
@@ -488,10 +505,12 @@ class Verifier:
                     except TimeoutError:
                         report.stopped_by = "timeout"
                         break
+                    # We were waiting for it, so it has only just arrived.
+                    arrived = time.time()
                 last = time.monotonic()
                 if start is None:
                     start = last
-                self._decoder.feed(heap)
+                self._decoder.feed(heap, arrived)
                 if config.captures and report.captures >= config.captures:
                     report.stopped_by = "end-of-stream"
                     break

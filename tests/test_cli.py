@@ -123,6 +123,15 @@ async def test_halt_and_start_flag(sink: tuple[Receiver, int]) -> None:
         (["--affinity", "9999"], "CPU core 9999 is not available"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["--log-level", "chatty"], "argument --log-level: invalid choice"),
+        (["--format", "meerkat", "--packet-size", "9000"], "drop --packet-size"),
+        (["--format", "meerkat", "--heap-size", "5121"], "whole groups of 10-bit samples"),
+        (["--format", "meerkat", "--heap-size", "20480"], "one packet per heap"),
+        (["--format", "tutorial", "--sample-bits", "10"], "8-bit samples"),
+        (["--format", "vinyl"], "argument --format: invalid choice"),
+        (["--sync-time", "5"], "--sync-time needs --adc-sample-rate"),
+        (["--adc-sample-rate", "1e6", "--rate", "5"], "give one"),
+        (["--format", "meerkat", "--adc-sample-rate", "1e8", "--align-samples", "1000"],
+         "not a multiple of the heap's 4096 samples"),
     ],
 )
 def test_bad_command_lines_exit_2_with_one_line(args: list[str], message: str) -> None:

@@ -4,6 +4,7 @@
 # arguments from their annotations.
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -253,3 +254,39 @@ async def test_bad_heap_counts(setup: Setup, typist: Typist) -> None:
         r"!capture-start fail heap\_count\_must\_be\_a\_positive\_integer,\_not\_'many'"
     )
     assert not setup.engine.capturing
+
+
+async def test_meerkat_real_time_sensors_and_time_request() -> None:
+    from dsim import layout
+    from dsim.engine import Clock
+
+    sync = time.time() - 10.0
+    engine = Engine(
+        TransportConfig(destinations=[Endpoint("127.0.0.1", 7148), Endpoint("127.0.0.1", 7149)]),
+        wire_format=layout.MeerkatFormat(2, 10),
+        clock=Clock(1e6, sync, align_samples=1 << 16),
+    )
+    server = DeviceServer(engine, "127.0.0.1", 0)
+    await server.start()
+    client = await aiokatcp.Client.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+    try:
+        assert await sensor(client, "format") == b"meerkat"
+        assert await sensor(client, "sample-bits") == b"10"
+        assert await sensor(client, "polarisations") == b"2"
+        assert float(await sensor(client, "sync-time")) == pytest.approx(sync)
+        assert float(await sensor(client, "adc-sample-rate")) == 1e6
+        assert float(await sensor(client, "rate")) == pytest.approx(1e6 / 4096 * 5192 * 2)
+        assert await request(client, "heap-size") == [b"5120"]
+        (now,) = await request(client, "time")
+        assert abs(float(now) - time.time()) < 1.0
+        with pytest.raises(aiokatcp.FailReply, match="whole groups of 10-bit samples"):
+            await request(client, "heap-size", 5121)
+        (first,) = await request(client, "capture-start", 10)
+        assert int(first) % (1 << 16) == 0
+        assert abs(sync + int(first) / 1e6 - time.time()) < 0.1
+        await engine.wait_capture()
+        assert await sensor(client, "transmitted-heaps") == b"20"
+    finally:
+        client.close()
+        await client.wait_closed()
+        await server.stop()
