@@ -304,7 +304,19 @@ class Engine:
             packet_size=self.packet_size,
             next_timestamp=self.next_timestamp,
             capture_heaps=self._capture_heaps,
+            time_lag=self.time_lag(),
         )
+
+    def time_lag(self) -> float | None:
+        """Seconds by which the heaps being sent trail the simulated ADC clock.
+
+        The newest heap handed to spead2 is compared with the wall clock; a
+        stream that keeps up stays slightly ahead (negative), one that cannot
+        keep up falls further behind. None when free-running or not capturing.
+        """
+        if self.clock is None or not self.capturing:
+            return None
+        return time.time() - self.clock.time_of(self.next_timestamp)
 
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Call `callback` when a capture starts or ends, or the heap size changes."""

@@ -29,6 +29,8 @@ SENSOR_PERIOD = 0.5
 AUTO_MIN_PERIOD = 0.5
 #: ... and at least this often while they change.
 AUTO_MAX_PERIOD = 10.0
+#: time-lag above this (seconds) is a warning: the stream cannot keep up with its clock.
+TIME_LAG_WARN = 0.1
 #: send-errors stays in `warn` (device-status `degraded`) this long after an error.
 SEND_ERROR_HOLD = 10.0
 
@@ -124,6 +126,12 @@ class DeviceServer(aiokatcp.DeviceServer):
             float, "rate", "Send rate on the wire in use, 0 = unlimited", "B/s",
             default=engine.rate, initial_status=Sensor.Status.NOMINAL,
         )
+        self._time_lag = Sensor(
+            float, "time-lag",
+            "Real time: seconds the stream trails the ADC clock (warn above 0.1 s)", "s",
+            default=0.0, initial_status=Sensor.Status.NOMINAL,
+            **fast,  # type: ignore[arg-type]
+        )
         self._send_errors = Sensor(
             int, "send-errors", "Failed batch sends since the process started (warn while recent)",
             default=0, initial_status=Sensor.Status.NOMINAL,
@@ -157,7 +165,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         for s in [
             self._capture_active, self._heaps, self._bytes, self._throughput,
             self._heap_size, self._packet_size, self._rate, self._next_timestamp,
-            self._send_errors,
+            self._time_lag, self._send_errors,
             *constants,
         ]:
             self.sensors.add(s)
@@ -192,6 +200,11 @@ class DeviceServer(aiokatcp.DeviceServer):
         self._heap_size.set_value(stats.heap_size, timestamp=now)
         self._packet_size.set_value(stats.packet_size, timestamp=now)
         self._rate.set_value(self.engine.rate, timestamp=now)
+        lag = stats.time_lag or 0.0
+        self._time_lag.set_value(
+            lag, Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL,
+            timestamp=now,
+        )
         self._next_timestamp.set_value(stats.next_timestamp, timestamp=now)
         if stats.send_errors != self._last_errors:
             self._last_errors = stats.send_errors
@@ -213,7 +226,10 @@ class DeviceServer(aiokatcp.DeviceServer):
         Parameters
         ----------
         heaps : int, optional
-            Number of heaps to send; without it the capture runs until ?capture-stop.
+            Number of heaps to send per polarisation (meerkat format: per
+            destination); without it the capture runs until ?capture-stop.
+            In real time the first timestamp is the next aligned sample after
+            now, and sending starts at its time.
         """
         count = parse_positive_int(heaps, "heap count") if heaps else None
         try:

@@ -61,3 +61,6 @@ class Statistics:
     packet_size: int
     next_timestamp: int
     capture_heaps: int
+    #: Real time: seconds the stream is behind the ADC clock (negative: ahead,
+    #: by the batches being prepared); None when free-running or idle.
+    time_lag: float | None = None

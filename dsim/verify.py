@@ -368,7 +368,8 @@ class _Decoder:
         if heap.is_end_of_stream():
             report.end_of_stream_heaps += 1
             # One end-of-stream heap per stream (polarisation) ends a capture.
-            report.captures = report.end_of_stream_heaps // max(1, len(self.checkers))
+            streams = len(self.config.digitiser_ids) or len(self.checkers)
+            report.captures = report.end_of_stream_heaps // max(1, streams)
             for checker in self.checkers.values():
                 checker.end_of_stream(count=False)
             return

@@ -153,6 +153,8 @@ async def test_real_time_stream_follows_the_wall_clock() -> None:
         assert first % (1 << 18) == 0
         assert 0 <= clock.time_of(first) - before <= (1 << 18) / rate + 0.01
         await asyncio.sleep(1.5)
+        lag = engine.time_lag()
+        assert lag is not None and lag < 0.02  # keeping up with the ADC clock
         sent = await engine.stop()
         report = await task
     finally:
