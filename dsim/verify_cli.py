@@ -17,7 +17,7 @@ from typing import NoReturn, TextIO
 
 from . import __version__
 from .errors import ConfigError
-from .verify import Report, Verifier, VerifyConfig
+from .verify import Report, Verifier, VerifyConfig, WallClock
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop after this long without a heap (default: wait)")
     parser.add_argument("--captures", type=int, default=1, metavar="N",
                         help="stop after N end-of-stream heaps; 0 = never (default 1)")
+    meerkat = parser.add_argument_group("MeerKAT format and real time")
+    meerkat.add_argument("--sample-bits", type=_positive(int), default=10,
+                         help="bits per sample until descriptors arrive (default %(default)s)")
+    meerkat.add_argument("--digitiser-id", type=int, action="append", default=[], metavar="ID",
+                         help="expected digitiser_id (repeat for each polarisation); others "
+                         "are reported")
+    meerkat.add_argument("--sync-time", type=float, metavar="UNIX",
+                         help="with --adc-sample-rate: check timestamps against the wall clock")
+    meerkat.add_argument("--adc-sample-rate", type=_positive(float), metavar="HZ")
+    meerkat.add_argument("--clock-tolerance", type=_positive(float), default=0.05,
+                         metavar="SECONDS", help="allowed |arrival - sample time| "
+                         "(default %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="print a machine-readable summary on stdout")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -123,6 +135,18 @@ def summary(report: Report) -> str:
         f"{report.out_of_order}, bad payload {report.bad_payload}, undescribed "
         f"{report.undescribed}, incomplete {report.incomplete}",
     ]
+    if report.format == "meerkat":
+        lines.append(
+            f"meerkat: streams (digitiser ids) {report.streams}; misaligned {report.misaligned}, "
+            f"bad status {report.bad_status}, unexpected id {report.wrong_id}"
+        )
+    if report.clock_checked:
+        lines.append(
+            f"wall clock: {report.clock_checked} heaps checked, offset mean "
+            f"{1e3 * (report.clock_offset_mean or 0):.2f} ms, max "
+            f"{1e3 * (report.clock_offset_max or 0):.2f} ms, off by more than the tolerance "
+            f"{report.off_clock}"
+        )
     if report.missing_ranges:
         lines.append(f"missing timestamps: {_ranges(report.missing_ranges)}")
     for name, values in [
@@ -133,8 +157,9 @@ def summary(report: Report) -> str:
         if values:
             lines.append(f"{name} heaps at timestamps: {', '.join(map(str, values))}")
     for seg in report.segments:
+        stream = "" if seg.stream is None else f" (digitiser id {seg.stream})"
         lines.append(
-            f"capture {seg.capture}: {seg.heaps} heaps of {seg.heap_size} samples "
+            f"capture {seg.capture}{stream}: {seg.heaps} heaps of {seg.heap_size} samples "
             f"from timestamp {seg.first_timestamp}"
         )
     verdict = "CLEAN" if report.clean else ("NOTHING RECEIVED" if not report.heaps else "PROBLEMS")
@@ -153,6 +178,13 @@ async def run(args: argparse.Namespace) -> Report:
         heaps=args.heaps,
         idle_timeout=args.timeout,
         captures=args.captures,
+        sample_bits=args.sample_bits,
+        digitiser_ids=tuple(args.digitiser_id),
+        clock=(
+            WallClock(args.sync_time, args.adc_sample_rate)
+            if args.adc_sample_rate is not None else None
+        ),
+        clock_tolerance=args.clock_tolerance,
     )
     verifier = Verifier(config)
     loop = asyncio.get_running_loop()
@@ -170,7 +202,10 @@ async def run(args: argparse.Namespace) -> Report:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.sync_time is None) != (args.adc_sample_rate is None):
+        parser.error("--sync-time and --adc-sample-rate go together")
     try:
         report = asyncio.run(run(args))
     except ConfigError as exc:

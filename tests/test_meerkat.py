@@ -216,3 +216,31 @@ async def test_verifier_flags_meerkat_defects() -> None:
     assert report.wrong_id == 1
     assert report.format == "meerkat" and sorted(report.streams) == [6, 9]
     assert not report.clean
+
+
+async def test_dsim_and_dsim_verify_commands_in_meerkat_real_time(unused_udp_port: int) -> None:
+    from .test_cli import Dsim
+    from .test_end_to_end import finish_verify, start_verify
+
+    sync = time.time() - 5.0
+    port = unused_udp_port
+    verify = await start_verify(
+        port, "--digitiser-id", "4", "--digitiser-id", "5", "--sync-time", str(sync),
+        "--adc-sample-rate", "4e6", "--clock-tolerance", "0.02",
+    )
+    dsim = await Dsim.start(
+        "--format", "meerkat", "--digitiser-id", "4", "--adc-sample-rate", "4e6",
+        "--sync-time", str(sync), "--align-samples", str(1 << 16), "--start",
+        f"127.0.0.1:{port}", f"127.0.0.1:{port}",
+    )
+    await asyncio.sleep(1.0)
+    dsim.process.send_signal(15)
+    assert await dsim.finish() == 0
+    report = await finish_verify(verify)
+    assert verify.returncode == 0, report
+    assert report["format"] == "meerkat" and report["streams"] == [4, 5]
+    assert report["captures"] == 1 and report["clean"] is True
+    assert report["clock_checked"] > 10 and report["off_clock"] == 0
+    log = "".join(dsim.log)
+    assert "(meerkat format)" in log and "packet size 5192 (one packet per heap)" in log
+    assert "real time: ADC at 4e+06 Hz" in log

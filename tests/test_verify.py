@@ -212,6 +212,7 @@ def test_cli_interrupt_still_prints_the_summary(unused_udp_port: int) -> None:
         (["7148", "--timeout", "x"], "not a number"),
         ([], "the following arguments are required"),
         (["7148", "--multicast", "10.0.0.1"], "not a multicast group"),
+        (["7148", "--sync-time", "5"], "--sync-time and --adc-sample-rate go together"),
     ],
 )
 def test_cli_usage_errors_exit_2(args: list[str], message: str) -> None:
