@@ -45,6 +45,13 @@ DEFAULT_DESCRIPTOR_INTERVAL = 5.0
 #: Target payload per batch; two batches make about 1 MiB in flight.
 DEFAULT_BATCH_BYTES = 512 * 1024
 DEFAULT_BATCHES = 2
+#: Real time: a batch covers at most this many seconds of samples.
+REAL_TIME_BATCH = 0.002
+#: Real time: a batch may be handed to spead2 this long before its first sample (asyncio
+#: sleeps to about a millisecond; spead2 still paces it, so it leaves little earlier).
+REAL_TIME_LEAD = 0.002
+#: Real time: spead2 paces each batch this much faster than nominal.
+REAL_TIME_HEADROOM = 0.01
 #: Upper bound on steps per batch, so that tiny heaps do not make huge batches.
 MAX_BATCH_HEAPS = 8192
 
@@ -224,6 +231,11 @@ class Engine:
         self.check_heap_size(heap_size)
         fmt = self.format
         steps = steps_for(heap_size * fmt.streams, self._batch_bytes, fmt.step_multiple)
+        heap_samples = fmt.heap_samples(heap_size)
+        if self.clock is not None:
+            # Short batches in real time: each is released on the clock (see _capture).
+            short = math.ceil(self.clock.adc_sample_rate * REAL_TIME_BATCH / heap_samples)
+            steps = min(steps, -(-short // fmt.step_multiple) * fmt.step_multiple)
         needed = self._n_batches * steps * fmt.streams * heap_size
         if needed > _available_memory() // 2:
             raise ConfigError(
@@ -233,7 +245,6 @@ class Engine:
         packet_size, repeat_pointers = fmt.packet_size(
             heap_size, self.transport.max_packet_size, self.transport.packet_size
         )
-        heap_samples = fmt.heap_samples(heap_size)
         rate = self.transport.rate
         if self.clock is not None:
             # Wire bytes of one step (every polarisation), sample_rate / heap_samples times a second.
@@ -251,7 +262,9 @@ class Engine:
         """A stream sized for `plan` (and, for ibverbs, registered on its memory)."""
         config = spead2.send.StreamConfig(
             max_packet_size=plan.packet_size,
-            rate=plan.rate,
+            # In real time the clock releases the batches; spead2 only smooths each one
+            # out, a little faster than nominal so that it never falls behind.
+            rate=plan.rate * (1 + REAL_TIME_HEADROOM) if self.clock is not None else plan.rate,
             max_heaps=self._n_batches * plan.steps * self.format.streams + 2 * self._n_substreams,
         )
         stream = open_stream(self.transport, self._thread_pool, config, plan.payload_arrays)
@@ -482,6 +495,13 @@ class Engine:
                     await self._send_descriptors()
                     next_descriptors = now + self._descriptor_interval
                 steps = plan.steps if remaining is None else min(plan.steps, remaining)
+                if self.clock is not None:
+                    # Release a batch at most REAL_TIME_LEAD before its first sample:
+                    # this, not spead2's rate limiter, keeps timestamps on the wall clock.
+                    due = self.clock.time_of(self._generator.next_timestamp) - REAL_TIME_LEAD
+                    delay = due - time.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
                 counters, timestamps = self._generator.advance(steps, plan.heap_samples)
                 self.format.fill(batch.arrays, counters, timestamps)
                 heaps = batch.first if first else batch.plain
