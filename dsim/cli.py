@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 import spead2
 
@@ -51,12 +51,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _typed(func: object, what: str) -> object:
+def _typed(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
     """Wrap a converter so that its ConfigError/ValueError reads well in argparse."""
 
-    def convert(text: str) -> object:
+    def convert(text: str) -> Any:
         try:
-            return func(text)  # type: ignore[operator]
+            return func(text)
         except (ConfigError, ValueError) as exc:
             raise argparse.ArgumentTypeError(str(exc) or f"bad {what} {text!r}") from None
 

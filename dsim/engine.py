@@ -94,7 +94,9 @@ class Clock:
         if not self.adc_sample_rate > 0:
             raise ConfigError(f"ADC sample rate must be positive, not {self.adc_sample_rate}")
         if self.align_samples <= 0:
-            raise ConfigError(f"alignment must be a positive sample count, not {self.align_samples}")
+            raise ConfigError(
+                f"alignment must be a positive sample count, not {self.align_samples}"
+            )
 
     def time_of(self, timestamp: int) -> float:
         """UNIX time at which sample `timestamp` is taken."""
@@ -191,7 +193,9 @@ class Engine:
         self._generator = Generator()
         self._thread_pool = make_thread_pool(transport)
         self._end_heaps = layout.make_end_heaps(self._n_substreams)
-        self._plan = self._make_plan(self.format.default_heap_size if heap_size is None else heap_size)
+        if heap_size is None:
+            heap_size = self.format.default_heap_size
+        self._plan = self._make_plan(heap_size)
         self._data_heaps_submitted = 0  # for the (even) data heap IDs
         self._descriptors_submitted = 0  # for the (odd) descriptor heap IDs
         self._descriptor_future: asyncio.Future[int] | None = None
@@ -247,8 +251,9 @@ class Engine:
         )
         rate = self.transport.rate
         if self.clock is not None:
-            # Wire bytes of one step (every polarisation), sample_rate / heap_samples times a second.
-            wire = sum(layout.packet_sizes(fmt.sample_heap(heap_size, repeat_pointers), packet_size))
+            # Wire bytes of one step (all polarisations), adc_rate / heap_samples times a second.
+            sample_heap = fmt.sample_heap(heap_size, repeat_pointers)
+            wire = sum(layout.packet_sizes(sample_heap, packet_size))
             rate = self.clock.adc_sample_rate / heap_samples * wire * fmt.streams
         descriptor_heap = layout.make_descriptor_heap(fmt.descriptor_item_group(heap_size))
         plan = _Plan(heap_size, heap_samples, steps, packet_size, rate, descriptor_heap)

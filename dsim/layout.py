@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import spead2
@@ -306,7 +307,7 @@ class MeerkatFormat(WireFormat):
         )
 
     def _item_group(self, heap_size: int, raw_description: str,
-                    raw_type: dict[str, object]) -> spead2.send.ItemGroup:
+                    raw_type: dict[str, Any]) -> spead2.send.ItemGroup:
         item_group = spead2.send.ItemGroup(flavour=FLAVOUR)
         _add_timestamp(item_group)
         _add_immediate(item_group, DIGITISER_ID_ID, "digitiser_id",
@@ -366,7 +367,9 @@ def make_format(
     """The format called `name` ("tutorial" or "meerkat")."""
     if name == "tutorial":
         if sample_bits not in (None, 8):
-            raise ConfigError("the tutorial format has 8-bit samples (--sample-bits is for meerkat)")
+            raise ConfigError(
+                "the tutorial format has 8-bit samples (--sample-bits is for meerkat)"
+            )
         return TutorialFormat(destinations)
     if name == "meerkat":
         return MeerkatFormat(destinations, 10 if sample_bits is None else sample_bits,
@@ -375,7 +378,9 @@ def make_format(
 
 
 def _add_timestamp(item_group: spead2.send.ItemGroup) -> None:
-    _add_immediate(item_group, TIMESTAMP_ID, "timestamp", "Index of the first ADC sample in the heap")
+    _add_immediate(
+        item_group, TIMESTAMP_ID, "timestamp", "Index of the first ADC sample in the heap"
+    )
 
 
 def _add_immediate(item_group: spead2.send.ItemGroup, item_id: int, name: str,

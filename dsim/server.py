@@ -162,12 +162,13 @@ class DeviceServer(aiokatcp.DeviceServer):
                    default=engine.clock.adc_sample_rate if engine.clock else 0.0,
                    initial_status=Sensor.Status.NOMINAL),
         ]
-        for s in [
+        sensors: list[Sensor] = [
             self._capture_active, self._heaps, self._bytes, self._throughput,
             self._heap_size, self._packet_size, self._rate, self._next_timestamp,
             self._time_lag, self._send_errors,
             *constants,
-        ]:
+        ]
+        for s in sensors:
             self.sensors.add(s)
         self.sensors.add(DeviceStatusSensor(self.sensors))
         engine.add_listener(self.update_sensors)
@@ -221,7 +222,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         return time.time()
 
     async def request_capture_start(self, ctx: aiokatcp.RequestContext, heaps: str = "") -> int:
-        """Start streaming heaps (with a count, send that many then stop); replies with the first timestamp.
+        """Start streaming (with a count: that many heaps, then stop); replies the first timestamp.
 
         Parameters
         ----------
@@ -238,7 +239,7 @@ class DeviceServer(aiokatcp.DeviceServer):
             raise FailReply(str(exc)) from None
 
     async def request_capture_stop(self, ctx: aiokatcp.RequestContext) -> int:
-        """Stop streaming once all heaps in flight and the end-of-stream heap are sent; replies heaps sent.
+        """Stop once heaps in flight and the end-of-stream heap are sent; replies heaps sent.
 
         Without a capture this succeeds at once and sends nothing.
         """

@@ -190,8 +190,9 @@ def spead2_uses_gso() -> bool:
             [sink.getsockname()],
             spead2.send.StreamConfig(max_packet_size=256),
         )
-        heap = spead2.send.Heap()
-        heap.add_item(spead2.Item(0x1000, "probe", "", (600,), np.uint8, value=np.zeros(600, np.uint8)))
+        heap = spead2.send.Heap(spead2.Flavour())
+        payload = np.zeros(600, np.uint8)
+        heap.add_item(spead2.Item(0x1000, "probe", "", payload.shape, payload.dtype, value=payload))
         stream.send_heap(heap)
         del stream
         try:
@@ -279,7 +280,8 @@ def open_stream(
             )
         return spead2.send.asyncio.UdpStream(thread_pool, endpoints, stream_config, buffer_size)
     except (RuntimeError, OSError) as exc:
-        raise ConfigError(f"cannot open UDP stream to {_join(config.destinations)}: {exc}") from None
+        where = _join(config.destinations)
+        raise ConfigError(f"cannot open UDP stream to {where}: {exc}") from None
 
 
 def _join(endpoints: Sequence[Endpoint]) -> str:

@@ -225,7 +225,8 @@ class Checker:
                 # Split the gap around the heap that arrived.
                 self._gaps.remove(gap)
                 after = (timestamp + n_samples) % layout.TIMESTAMP_MODULUS
-                self._gaps += [g for g in ((start, timestamp), (after, end)) if _wrap(g[1] - g[0]) > 0]
+                pieces = ((start, timestamp), (after, end))
+                self._gaps += [g for g in pieces if _wrap(g[1] - g[0]) > 0]
                 heaps_back = -(-_wrap(self._expected - timestamp) // self._heap_samples)
                 self._check_payload(timestamp, uniform, value, self._next_value - heaps_back)
                 if self._segment is not None:
@@ -390,17 +391,18 @@ class _Decoder:
                 report.descriptor_heaps += 1
             return
         timestamp = values.get(layout.TIMESTAMP_ID)
-        raw = values.get(layout.ADC_SAMPLES_ID)
-        if not isinstance(timestamp, int) or raw is None or isinstance(raw, int):
+        payload = values.get(layout.ADC_SAMPLES_ID)
+        if not isinstance(timestamp, int) or payload is None or isinstance(payload, int):
             report.undescribed += 1
             return
         digitiser_id = values.get(layout.DIGITISER_ID_ID)
         if digitiser_id is None:
             report.format = report.format or "tutorial"
-            self._checker(None, 8).heap(timestamp, np.frombuffer(raw, np.int8))
+            self._checker(None, 8).heap(timestamp, np.frombuffer(payload, np.int8))
         else:
             report.format = report.format or "meerkat"
-            self._meerkat_heap(timestamp, int(digitiser_id), values, np.frombuffer(raw, np.uint8))
+            data = np.frombuffer(payload, np.uint8)
+            self._meerkat_heap(timestamp, int(digitiser_id), values, data)
         clock = self.config.clock
         if clock is not None and arrived is not None:
             offset = arrived - clock.time_of(clock.unwrap(timestamp, arrived))

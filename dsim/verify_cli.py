@@ -12,8 +12,8 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from .errors import ConfigError
@@ -38,8 +38,8 @@ def _address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", port
 
 
-def _positive(kind: type) -> object:
-    def convert(text: str) -> object:
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -48,7 +48,7 @@ def _positive(kind: type) -> object:
             raise argparse.ArgumentTypeError(f"must be positive, not {text}")
         return value
 
-    convert.__name__ = kind.__name__
+    convert.__name__ = getattr(kind, "__name__", "value")
     return convert
 
 

@@ -120,7 +120,9 @@ def int8(n: int) -> int:
     return (n + 128) % 256 - 128
 
 
-def check_contiguous(heaps: list[ReceivedHeap], first_heap: int = 0, first_timestamp: int = 0) -> None:
+def check_contiguous(
+    heaps: list[ReceivedHeap], first_heap: int = 0, first_timestamp: int = 0
+) -> None:
     """Assert heaps follow the generator: heap n has value int8(n), timestamps contiguous."""
     t = first_timestamp
     for i, heap in enumerate(heaps):

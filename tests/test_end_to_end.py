@@ -36,7 +36,9 @@ async def finish_verify(proc: subprocess.Popen[str]) -> dict[str, object]:
 
 
 @pytest.fixture
-async def katcp(request: pytest.FixtureRequest, unused_udp_port: int) -> AsyncIterator[tuple[Dsim, aiokatcp.Client, int]]:
+async def katcp(
+    request: pytest.FixtureRequest, unused_udp_port: int
+) -> AsyncIterator[tuple[Dsim, aiokatcp.Client, int]]:
     rate = getattr(request, "param", 125e6)
     dsim = await Dsim.start(f"127.0.0.1:{unused_udp_port}", "--rate", str(rate))
     async with asyncio.timeout(10):

@@ -30,7 +30,7 @@ async def make_engine() -> AsyncIterator[Callable[..., Engine]]:
         return engine
 
     yield factory
-    for engine, queue in engines:
+    for engine, _ in engines:
         await engine.close()
 
 

@@ -120,7 +120,7 @@ async def test_several_destinations_take_turns() -> None:
         got = [await r.collect() for r in receivers]
     finally:
         await engine.close()
-        for r, s in zip(receivers, socks):
+        for r, s in zip(receivers, socks, strict=True):
             r.close()
             s.close()
     assert [g.ends for g in got] == [1, 1]

@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: aiokatcp decodes inform callback
 # arguments from their annotations.
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -225,7 +224,8 @@ async def test_a_telnet_session(setup: Setup, typist: Typist) -> None:
     assert (await typist.type("?capture-start -5"))[-1] == (
         r"!capture-start fail heap\_count\_must\_be\_a\_positive\_integer,\_not\_-5"
     )
-    assert (await typist.type("?frobnicate"))[-1] == r"!frobnicate invalid unknown\_request\_frobnicate"
+    unknown = (await typist.type("?frobnicate"))[-1]
+    assert unknown == r"!frobnicate invalid unknown\_request\_frobnicate"
     junk = await typist.type("hello there")
     assert junk[-1].startswith("#log error")
     assert setup.engine.capturing and setup.engine.heap_size == 4096
