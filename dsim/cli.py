@@ -16,11 +16,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import spead2
 
 from . import __version__
+from .cliutil import OneLineParser
 from .engine import DEFAULT_DESCRIPTOR_INTERVAL, Clock, Engine
 from .errors import ConfigError
 from .layout import make_format
@@ -42,13 +43,6 @@ START_TIME = time.time()
 DEFAULT_KATCP_PORT = 7147
 #: Rates (bytes/s) from which spead2's GSO support matters (8 Gb/s).
 FAST_RATE = 1e9
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (and exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _typed(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
@@ -79,7 +73,7 @@ def _float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="dsim",
         description="Digitiser simulator: streams SPEAD heaps of ADC samples, "
         "controlled over katcp.",

@@ -13,16 +13,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from . import __version__
+from .cliutil import OneLineParser
 from .errors import ConfigError
 from .verify import Report, Verifier, VerifyConfig, WallClock
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -53,7 +49,7 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="dsim-verify",
         description="Receive a dsim stream with spead2 and check every heap: timestamps "
         "contiguous within a capture, payloads following the counter pattern, heap-size "
