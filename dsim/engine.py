@@ -35,7 +35,14 @@ from . import layout
 from .errors import ConfigError, DsimError
 from .generator import Generator
 from .stats import RateMeter, Statistics
-from .transport import SendStream, TransportConfig, make_thread_pool, open_stream
+from .transport import (
+    SendStream,
+    TransportConfig,
+    TransportKind,
+    make_thread_pool,
+    open_stream,
+    spead2_uses_gso,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +254,11 @@ class Engine:
                 "more than half the free memory"
             )
         packet_size, repeat_pointers = fmt.packet_size(
-            heap_size, self.transport.max_packet_size, self.transport.packet_size
+            heap_size,
+            self.transport.max_packet_size,
+            self.transport.packet_size,
+            # Equal packets pay only where UDP GSO can send runs of them in one call.
+            equal=self.transport.kind == TransportKind.UDP and spead2_uses_gso(),
         )
         rate = self.transport.rate
         if self.clock is not None:
