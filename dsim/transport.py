@@ -193,12 +193,13 @@ def spead2_uses_gso() -> bool:
         heap = spead2.send.Heap(spead2.Flavour())
         payload = np.zeros(600, np.uint8)
         heap.add_item(spead2.Item(0x1000, "probe", "", payload.shape, payload.dtype, value=payload))
-        stream.send_heap(heap)
-        del stream
         try:
+            stream.send_heap(heap)
             return sock.getsockopt(socket.IPPROTO_UDP, _UDP_SEGMENT) > 0
-        except OSError:  # kernel without UDP_SEGMENT
+        except OSError:  # no loopback to probe with, or a kernel without UDP_SEGMENT
             return False
+        finally:
+            del stream
 
 
 def _usable_cores() -> set[int]:
