@@ -144,3 +144,45 @@ async def test_ibverbs_failure_inside_spead2_is_one_clear_line(
     with pytest.raises(ConfigError, match="^cannot start ibverbs transport: .+") as info:
         Engine(config)
     assert "\n" not in str(info.value)
+
+
+MULTICAST_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, json, subprocess
+    from dsim.engine import Engine
+    from dsim.transport import Endpoint, TransportConfig
+    from dsim.verify import Verifier, VerifyConfig
+
+    # A private network namespace: only its own loopback, with multicast routed to it.
+    for command in ("ip link set lo up", "ip link set lo multicast on",
+                    "ip route add 239.0.0.0/8 dev lo"):
+        subprocess.run(command.split(), check=True)
+
+    async def main():
+        verifier = Verifier(VerifyConfig(
+            port=7148, multicast="239.1.2.3", interface="127.0.0.1", idle_timeout=5))
+        task = asyncio.create_task(verifier.run())
+        engine = Engine(TransportConfig(
+            destinations=[Endpoint("239.1.2.3", 7148)], interface="127.0.0.1", ttl=1, rate=50e6))
+        engine.start(500)
+        sent = await engine.wait_capture()
+        await engine.close()
+        report = await task
+        print(json.dumps({"sent": sent, "heaps": report.heaps, "clean": report.clean}))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
+    reason="needs root, unshare and ip for a private network namespace",
+)
+def test_multicast_with_ttl_and_interface_in_a_private_namespace() -> None:
+    result = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", MULTICAST_SCRIPT],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"sent": 500, "heaps": 500, "clean": True}
