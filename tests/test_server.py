@@ -283,7 +283,7 @@ async def test_meerkat_real_time_sensors_and_time_request() -> None:
             await request(client, "heap-size", 5121)
         (first,) = await request(client, "capture-start", 10)
         assert int(first) % (1 << 16) == 0
-        assert abs(sync + int(first) / 1e6 - time.time()) < 0.1
+        assert -0.2 < sync + int(first) / 1e6 - time.time() < 0.3  # next 2^16 samples: 65 ms
         await engine.wait_capture()
         assert await sensor(client, "transmitted-heaps") == b"20"
     finally:
