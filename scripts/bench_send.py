@@ -797,6 +797,18 @@ class EngineSender:
         return problems
 
 
+def open_sink_stream(
+    port: int, packet_size: int, max_heaps: int, send_core: int | None
+) -> tuple[spead2.ThreadPool, spead2.send.asyncio.UdpStream]:
+    """A thread pool and an unpaced UDP stream to the sink, for the comparison senders."""
+    thread_pool = make_thread_pool(send_core)
+    stream_config = spead2.send.StreamConfig(
+        max_packet_size=packet_size, rate=0.0, max_heaps=max_heaps
+    )
+    stream = spead2.send.asyncio.UdpStream(thread_pool, [(SINK_HOST, port)], stream_config)
+    return thread_pool, stream
+
+
 class PlainSender:
     """One-heap-at-a-time pipelined sender (spead2 tutorial style, no batching).
 
@@ -815,13 +827,8 @@ class PlainSender:
         self.heap_size = heap_size
         self.packet_size = packet_size
         self.repeat_pointers = repeat_pointers
-        self.thread_pool = make_thread_pool(send_core)
-        stream_config = spead2.send.StreamConfig(
-            max_packet_size=packet_size, rate=0.0, max_heaps=in_flight + 1
-        )
-        self.stream: spead2.send.asyncio.UdpStream | None = spead2.send.asyncio.UdpStream(
-            self.thread_pool, [(SINK_HOST, port)], stream_config
-        )
+        self.thread_pool, stream = open_sink_stream(port, packet_size, in_flight + 1, send_core)
+        self.stream: spead2.send.asyncio.UdpStream | None = stream
         self.item_group = make_item_group(heap_size)
         self.buffers = [np.zeros(heap_size, np.int8) for _ in range(in_flight)]
 
@@ -888,15 +895,10 @@ class TutorialSender:
         self.packet_size = packet_size
         self.repeat_pointers = repeat_pointers
         self.batch_heaps = max(1, TUTORIAL_BATCH_BYTES // heap_size)
-        self.thread_pool = make_thread_pool(send_core)
-        stream_config = spead2.send.StreamConfig(
-            max_packet_size=packet_size,
-            rate=0.0,
-            max_heaps=TUTORIAL_BATCHES * self.batch_heaps + 1,
+        self.thread_pool, stream = open_sink_stream(
+            port, packet_size, TUTORIAL_BATCHES * self.batch_heaps + 1, send_core
         )
-        self.stream: spead2.send.asyncio.UdpStream | None = spead2.send.asyncio.UdpStream(
-            self.thread_pool, [(SINK_HOST, port)], stream_config
-        )
+        self.stream: spead2.send.asyncio.UdpStream | None = stream
         self.item_group = make_item_group(heap_size)
         self.batches: list[TutorialBatch] = []
         for _ in range(TUTORIAL_BATCHES):
