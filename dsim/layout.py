@@ -49,8 +49,8 @@ DIGITISER_STATUS_ID = 0x3102
 ADC_SAMPLES_ID = 0x3300
 #: Timestamps on the wire are taken modulo this.
 TIMESTAMP_MODULUS = 1 << FLAVOUR.heap_address_bits
-#: Largest heap size accepted, in bytes. Two batches of at least one heap each
-#: are kept in memory, so this bounds dsim's payload memory at 128 MiB.
+#: Largest heap size accepted, in bytes. Four batches of at least one heap each
+#: are kept in memory, so this bounds dsim's payload memory at 256 MiB.
 MAX_HEAP_SIZE = 64 * 1024 * 1024
 #: Type of the per-heap arrays that immediate items reference.
 TIMESTAMP_DTYPE = np.dtype(">u8")

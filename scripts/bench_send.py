@@ -16,17 +16,15 @@ engine gets ``TransportConfig(packet_size=P)``, so it does not pick a size
 itself). ``auto`` lets the engine pick: it gets ``TransportConfig(packet_size=None,
 max_packet_size=M)`` (M = ``--max-packet-size``, default 8972) and uses the
 largest size up to M that splits each heap into packets of one size
-(:func:`dsim.layout.auto_packet_size`), with ``repeat_pointers`` set on its heaps
-(this is what the engine does; the benchmark reads the size back from
-``engine.packet_size`` and takes the engine to repeat the pointers exactly when
-that size is the equal-split one, or when there is none). The plain and
-tutorial senders have no such mode: for ``auto`` they run at the size the
-engine picks (read from an engine made for that heap size on spead2's
-in-process transport, once per heap size) and repeat the pointers by the same
-rule, so the packets on the wire are the same as the engine's (which is not
-what spead2's tutorial programs do). Every measurement records the packet size
-used and the packets per heap (from spead2's own ``PacketGenerator`` on a data
-heap).
+(with ``repeat_pointers`` set on its heaps) where that pays, else M itself:
+the engine's own choice, :meth:`dsim.layout.WireFormat.packet_size` with
+``equal=spead2_uses_gso()`` as the engine calls it for UDP. The benchmark asks
+that function for the size and pointer setting, and checks the size against
+``engine.packet_size``. The plain and tutorial senders have no such mode: for
+``auto`` they run at that size and pointer setting, so the packets on the wire
+are the same as the engine's (which is not what spead2's tutorial programs do).
+Every measurement records the packet size used and the packets per heap (from
+spead2's own ``PacketGenerator`` on a data heap).
 
 1. **engine**: :class:`dsim.engine.Engine` with
    ``TransportConfig(kind=UDP, destinations=[Endpoint("127.0.0.1", port)],
@@ -173,7 +171,8 @@ How a run is organised
 
 Output: tables on stdout (progress on stderr). Main mode: medians per build and
 sender (``size`` is the packet size the senders used, the engine's pick for
-``auto``; ``pkts/heap`` the packets of one data heap at that size) with the
+``auto``; ``pkts/heap`` the packets of one data heap at that size; both given
+per build, separated by ``/``, where the builds differ) with the
 ratios engine (other build) / engine (first build), engine/plain and
 engine/tutorial per build; a table of spreads ((max - min) / median) with
 the packets per heap seen at the sink; the ratio of the ``auto`` to the
@@ -209,6 +208,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import functools
 import gc
 import json
 import logging
@@ -236,7 +236,7 @@ import spead2.send.asyncio
 from dsim.engine import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Engine
 from dsim.errors import ConfigError
 from dsim.generator import sample_value
-from dsim.layout import auto_packet_size, make_item_group, validate_heap_size
+from dsim.layout import TutorialFormat, make_item_group, validate_heap_size
 from dsim.transport import (
     DEFAULT_MAX_PACKET_SIZE,
     MAX_PACKET_SIZE,
@@ -739,13 +739,12 @@ def make_thread_pool(send_core: int | None) -> spead2.ThreadPool:
     return spead2.ThreadPool(1, [send_core])
 
 
-def auto_repeats_pointers(heap_size: int, max_packet_size: int, picked: int) -> bool:
-    """Whether the engine's heaps repeat their item pointers at the size it picked.
-
-    It does when it took the equal-split size, or when the heap has none.
-    """
-    equal = auto_packet_size(heap_size, max_packet_size)
-    return equal is None or picked == equal
+@functools.cache
+def auto_choice(heap_size: int, max_packet_size: int) -> tuple[int, bool]:
+    """The engine's packet size and repeat_pointers for `heap_size` over UDP, not forced."""
+    return TutorialFormat(1).packet_size(
+        heap_size, max_packet_size, None, equal=spead2_uses_gso()
+    )
 
 
 class EngineSender:
@@ -767,9 +766,15 @@ class EngineSender:
             batches=variant.batches,
         )
         self.packet_size = self.engine.packet_size
-        self.repeat_pointers = request.packet == AUTO and auto_repeats_pointers(
-            request.heap_size, request.max_packet_size, self.packet_size
-        )
+        self.repeat_pointers = False
+        if request.packet == AUTO:
+            expected, self.repeat_pointers = auto_choice(
+                request.heap_size, request.max_packet_size
+            )
+            if expected != self.packet_size:
+                raise BenchError(
+                    f"engine picked {self.packet_size}-byte packets, expected {expected}"
+                )
         self.sent = -1
 
     async def send(self, heaps: int) -> None:
@@ -962,7 +967,6 @@ class Worker:
     def __init__(self) -> None:
         self.all_cores = os.sched_getaffinity(0)
         self._splits: dict[tuple[int, int, bool], list[int]] = {}
-        self._picks: dict[tuple[int, int], int] = {}
 
     def hello(self) -> dict[str, Any]:
         import dsim
@@ -990,20 +994,6 @@ class Worker:
             self._splits[key] = [len(packet) for packet in generator]
         return self._splits[key]
 
-    async def engine_pick(self, heap_size: int, max_packet_size: int) -> int:
-        """The packet size the engine picks for `heap_size` (cached)."""
-        key = (heap_size, max_packet_size)
-        if key not in self._picks:
-            transport = TransportConfig(
-                kind=TransportKind.INPROC,
-                inproc_queues=[spead2.InprocQueue()],
-                max_packet_size=max_packet_size,
-            )
-            engine = Engine(transport, heap_size=heap_size)
-            self._picks[key] = engine.packet_size
-            await engine.close()
-        return self._picks[key]
-
     async def make_sender(self, request: RunRequest, variant: Variant) -> Sender:
         send_core = request.send_core
         if request.sender == "engine":
@@ -1012,10 +1002,7 @@ class Worker:
             return EngineSender(request, variant, send_core)
         if request.packet == AUTO:
             # The size the engine picks, with its pointers.
-            packet_size = await self.engine_pick(request.heap_size, request.max_packet_size)
-            repeat_pointers = auto_repeats_pointers(
-                request.heap_size, request.max_packet_size, packet_size
-            )
+            packet_size, repeat_pointers = auto_choice(request.heap_size, request.max_packet_size)
         else:
             packet_size, repeat_pointers = int(request.packet), False
         if request.sender == "plain":
@@ -1438,10 +1425,22 @@ def packet_label(packet: PacketMode) -> str:
     return str(packet)
 
 
-def config_cells(config: Config, stats: Stats | None) -> list[str]:
-    used = str(stats.packet_size) if stats else "?"
-    per_heap = str(stats.packets_per_heap) if stats else "?"
-    return [format_size(config.heap_size), packet_label(config.packet), used, per_heap]
+def per_build(values: Sequence[object]) -> str:
+    """One value if all builds agree, else each build's, in build order, joined by '/'."""
+    texts = [str(value) for value in values]
+    if not texts:
+        return "?"
+    return texts[0] if len(set(texts)) == 1 else "/".join(texts)
+
+
+def config_cells(config: Config, stats: Sequence[Stats]) -> list[str]:
+    """Heap, packet mode, and the size and packets per heap used (per build if they differ)."""
+    return [
+        format_size(config.heap_size),
+        packet_label(config.packet),
+        per_build([s.packet_size for s in stats]),
+        per_build([s.packets_per_heap for s in stats]),
+    ]
 
 
 CONFIG_TITLES = ["heap", "packet", "size", "pkts/heap"]
@@ -1466,12 +1465,10 @@ def main_tables(
         return table.get((Slot(build, sender, variant if sender == "engine" else "default"),
                           config))
 
-    def first_stats(config: Config) -> Stats | None:
-        for build in builds:
-            stats = get(build, senders[0], config)
-            if stats is not None:
-                return stats
-        return None
+    def build_stats(config: Config) -> list[Stats]:
+        """The first sender's stats in each build (the packets it used)."""
+        found = (get(build, senders[0], config) for build in builds)
+        return [stats for stats in found if stats is not None]
 
     has_engine = "engine" in senders
     references = [r for r in ("plain", "tutorial") if has_engine and r in senders]
@@ -1485,7 +1482,7 @@ def main_tables(
             groups.append((f"{build} ratios", [f"eng/{r[:4]}" for r in references]))
     rows = []
     for config in configs:
-        row = config_cells(config, first_stats(config))
+        row = config_cells(config, build_stats(config))
         for build in builds:
             row += [fmt_rate(get(build, sender, config)) for sender in senders]
         if has_engine and len(builds) > 1:
@@ -1503,7 +1500,7 @@ def main_tables(
     groups += [("sink pkts/heap", [f"{build}:{senders[0]}" for build in builds])]
     rows = []
     for config in configs:
-        row = config_cells(config, None)[:2]
+        row = config_cells(config, [])[:2]
         for build in builds:
             for sender in senders:
                 stats = get(build, sender, config)
@@ -1522,8 +1519,8 @@ def main_tables(
         rows = []
         for config in autos:
             fixed = Config(config.heap_size, 9000)
-            stats = first_stats(config)
-            row = [format_size(config.heap_size), f"{stats.packet_split}" if stats else "?"]
+            split = per_build([s.packet_split for s in build_stats(config)])
+            row = [format_size(config.heap_size), split]
             for build in builds:
                 row += [
                     fmt_ratio(get(build, s, config), get(build, s, fixed)) for s in senders
