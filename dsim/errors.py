@@ -11,3 +11,11 @@ class ConfigError(DsimError, ValueError):
     The message is complete and fits on one line, so that a command line or a
     katcp ``!fail`` reply can show it as it is.
     """
+
+
+class TransportError(DsimError):
+    """The network side cannot be set up on this machine (no RDMA device, socket errors).
+
+    Unlike :exc:`ConfigError`, the settings may be fine: the command line
+    reports it as a start-up failure (exit status 1), not as bad input.
+    """

@@ -1,38 +1,35 @@
-"""The wire formats: which items a heap carries, how heaps are built and filled.
+"""The wire formats: which items a heap carries, how heaps are built, packet sizes.
 
-Two formats, chosen at startup:
+Two formats, chosen at start-up:
 
 * ``tutorial`` (default), the layout of spead2's "Batching heaps" tutorial:
   item 0x1600 ``timestamp`` (immediate: the index of the heap's first ADC
-  sample) and item 0x3300 ``adc_samples`` (int8, one byte per sample). With
-  several destinations, the heaps take turns among them. The first heap of a
-  capture (or after a heap-size change) also carries the descriptors.
+  sample) and item 0x3300 ``adc_samples`` (int8, one byte per sample). One
+  polarisation; with several destinations the heaps take turns among them.
+  Every capture ends with an end-of-stream heap per destination, as the
+  tutorial's receivers expect.
 * ``meerkat``, what a MeerKAT digitiser sends its F-engines: every heap is
   exactly one packet and repeats all item pointers; items 0x1600
-  ``timestamp``, 0x3101 ``digitiser_id`` (first id + polarisation), 0x3102
-  ``digitiser_status`` (saturation count in bits 47..32, flag in bit 1) and
+  ``timestamp``, 0x3101 ``digitiser_id``, 0x3102 ``digitiser_status`` and
   0x3300 ``raw_data`` (N-bit samples packed big-endian, see
-  :mod:`dsim.packing`). One stream per polarisation: each destination is a
-  polarisation, and the heaps of all polarisations for a timestamp go out
-  together.
+  :mod:`dsim.packing`). One polarisation per destination (each possibly
+  fanned out over several multicast groups); the heaps of all polarisations
+  for a timestamp go out together. No end-of-stream heaps unless asked: a
+  MeerKAT F-engine receiver stops for good on the first one.
 
-Both use the SPEAD-64-48 flavour (48-bit immediates), as MeerKAT does, so that
-timestamps wrap only after 2**48 samples (about 31 hours at 2.5 GB/s) instead
-of 2**40 (about 7 minutes). spead2 receivers detect the flavour from the
-packets. Descriptors are also sent as heaps of their own (see the engine).
-
-Heaps are built once per heap size and only ever *reference* numpy memory: the
-engine rewrites the arrays of a batch with a few numpy operations and the next
-send carries the new values. A batch holds ``steps`` timestamps of
-``streams`` heaps each (``streams`` is 1 for tutorial, the number of
-polarisations for meerkat).
+Both use SPEAD-64-48 (see :mod:`dsim.spead`). Heaps only ever *reference*
+numpy memory: :meth:`WireFormat.build_heap` points the items at a timestamp
+cell, a status cell and a payload row, and whatever those hold when spead2
+sends the heap is what goes on the wire.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import spead2
@@ -40,28 +37,67 @@ import spead2.send
 
 from . import packing
 from .errors import ConfigError
+from .spead import (
+    ADC_SAMPLES_ID,
+    DIGITISER_ID_ID,
+    DIGITISER_STATUS_ID,
+    FLAVOUR,
+    IMMEDIATE_BITS,
+    TIMESTAMP_ID,
+)
 
-#: SPEAD-64-48: 64-bit item pointers with 48-bit heap addresses.
-FLAVOUR = spead2.Flavour(4, 64, 48, 0)
-TIMESTAMP_ID = 0x1600
-DIGITISER_ID_ID = 0x3101
-DIGITISER_STATUS_ID = 0x3102
-ADC_SAMPLES_ID = 0x3300
-#: Timestamps on the wire are taken modulo this.
-TIMESTAMP_MODULUS = 1 << FLAVOUR.heap_address_bits
-#: Largest heap size accepted, in bytes. Four batches of at least one heap each
-#: are kept in memory, so this bounds dsim's payload memory at 256 MiB.
+#: Largest heap size accepted, in bytes.
 MAX_HEAP_SIZE = 64 * 1024 * 1024
-#: Type of the per-heap arrays that immediate items reference.
-TIMESTAMP_DTYPE = np.dtype(">u8")
-SAMPLE_DTYPE = np.dtype(np.int8)
-#: digitiser_status: saturation flag bit and where the saturation count goes.
-STATUS_SATURATED = 1 << 1
-STATUS_COUNT_SHIFT = 32
-STATUS_COUNT_MAX = 0xFFFF
+#: Largest digitiser id that fits an immediate item.
+MAX_DIGITISER_ID = (1 << IMMEDIATE_BITS) - 1
+#: Type of the cells that immediate items reference (big-endian, as on the wire).
+CELL_DTYPE = np.dtype(">u8")
+_CELL_BYTES = IMMEDIATE_BITS // 8
 
 
-def validate_heap_size(heap_size: int) -> int:
+def immediate_bytes(cells: np.ndarray) -> np.ndarray:
+    """The wire bytes of each cell of a 1-d ``>u8`` array: shape ``(n, 6)``, views, not copies.
+
+    An immediate item carries the low 48 bits of its value; this is what
+    spead2's own items hand it, so writing a cell changes the next send.
+    """
+    return cells.view(np.uint8).reshape(len(cells), 8)[:, 8 - _CELL_BYTES :]
+
+
+class _ItemBuffer:
+    """An item as spead2's ``Heap.add_item`` reads it: an id and a buffer, nothing else.
+
+    ``spead2.send.Heap.add_item`` takes any object with ``id``,
+    ``to_buffer()`` and ``allow_immediate()``. ``spead2.Item`` answers those
+    with a general format machinery that costs three times as much per heap;
+    dsim builds thousands of heaps per signal, from buffers already in wire
+    form, so it hands spead2 just the buffer. Tests compare the packets with
+    those of heaps built by ``spead2.send.ItemGroup``.
+    """
+
+    __slots__ = ("_buffer", "_immediate", "id")
+
+    def __init__(self, item_id: int, buffer: np.ndarray, immediate: bool) -> None:
+        self.id = item_id
+        self._buffer = buffer
+        self._immediate = immediate
+
+    def to_buffer(self) -> np.ndarray:
+        return self._buffer
+
+    def allow_immediate(self) -> bool:
+        return self._immediate
+
+
+@dataclass(frozen=True)
+class PacketChoice:
+    """How heaps of one size are put into packets."""
+
+    size: int  #: maximum packet size given to spead2
+    repeat_pointers: bool  #: every packet repeats all item pointers
+
+
+def validate_heap_size(heap_size: object) -> int:
     """Return `heap_size` if it is a usable heap size in bytes, else raise :exc:`ConfigError`."""
     if isinstance(heap_size, bool) or not isinstance(heap_size, int):
         raise ConfigError(f"heap size must be an integer, not {heap_size!r}")
@@ -72,110 +108,99 @@ def validate_heap_size(heap_size: int) -> int:
     return heap_size
 
 
-@dataclass
-class BatchArrays:
-    """The memory one batch's heaps reference; shapes ``(steps, streams, ...)``."""
-
-    payload: np.ndarray
-    timestamps: np.ndarray
-    status: np.ndarray | None = None
-
-
 class WireFormat(ABC):
-    """A wire format for `destinations` destinations."""
+    """A wire format; `groups[p]` destinations (spead2 substreams) for polarisation `p`.
 
-    name: str
+    The heap whose timestamp is ``t`` (of `H` samples) for polarisation `p` goes
+    to that polarisation's destination ``(t // H) mod groups[p]``: MeerKAT's
+    fan-out of a polarisation over consecutive multicast groups, and the
+    tutorial's destinations taking turns.
+    """
+
+    name: ClassVar[str]
     sample_bits: int
-    #: Whether the first data heap of a capture also carries the descriptors.
-    descriptors_in_data: bool
     default_heap_size: int
+    #: Whether captures end with end-of-stream heaps unless told otherwise.
+    default_end_of_stream: ClassVar[bool]
 
-    def __init__(self, destinations: int) -> None:
-        self.destinations = destinations
-
-    # ---- shape of the stream
-
-    @property
-    @abstractmethod
-    def streams(self) -> int:
-        """Heaps per timestamp (polarisations)."""
-
-    @abstractmethod
-    def substream(self, step: int, stream: int) -> int:
-        """The destination (spead2 substream) of heap `stream` of batch step `step`."""
+    def __init__(self, groups: Sequence[int]) -> None:
+        if not groups or any(g < 1 for g in groups):
+            raise ConfigError("every polarisation needs at least one destination")
+        self.groups = tuple(groups)
+        self.first_substream = tuple(sum(self.groups[:p]) for p in range(len(self.groups)))
 
     @property
-    def step_multiple(self) -> int:
-        """Steps per batch are rounded up to a multiple of this."""
-        return 1
+    def n_pols(self) -> int:
+        """Polarisations: heaps per timestamp."""
+        return len(self.groups)
+
+    @property
+    def n_substreams(self) -> int:
+        return sum(self.groups)
+
+    @property
+    def group_samples(self) -> int:
+        """Heaps hold a whole number of runs of this many samples (whole bytes)."""
+        return packing.group_samples(self.sample_bits)
 
     def heap_samples(self, heap_size: int) -> int:
         """ADC samples in a heap of `heap_size` payload bytes."""
         return heap_size * 8 // self.sample_bits
 
+    def substream(self, pol: int, heap_index: int) -> int:
+        """The substream of the `heap_index`-th heap (timestamp / heap samples) of `pol`."""
+        return self.first_substream[pol] + heap_index % self.groups[pol]
+
+    def start_timestamp(self, timestamp: int, heap_samples: int) -> int:
+        """Where a run of heaps of `heap_samples` may start, at or after `timestamp`."""
+        return timestamp
+
     def check_heap_size(self, heap_size: int, max_packet_size: int) -> None:
-        """Raise :exc:`ConfigError` unless the format can use this heap size."""
+        """Raise :exc:`ConfigError` unless the format can send heaps of `heap_size` bytes."""
         validate_heap_size(heap_size)
+        group = packing.group_bytes(self.sample_bits)
+        if heap_size % group:
+            raise ConfigError(
+                f"heap size {heap_size} is not whole groups of {self.sample_bits}-bit samples "
+                f"(a multiple of {group} bytes)"
+            )
 
     # ---- items and heaps
 
     @abstractmethod
-    def data_item_group(self, heap_size: int) -> spead2.send.ItemGroup:
-        """Items as the data heaps reference them."""
+    def item_group(self, heap_size: int) -> spead2.send.ItemGroup:
+        """The items, as the descriptors describe them."""
 
-    def descriptor_item_group(self, heap_size: int) -> spead2.send.ItemGroup:
-        """Items as the descriptors describe them (the data items, unless they differ)."""
-        return self.data_item_group(heap_size)
-
-    @abstractmethod
-    def allocate(self, steps: int, heap_size: int) -> BatchArrays:
-        """Zeroed arrays for one batch."""
+    def descriptor_heap(self, heap_size: int) -> spead2.send.Heap:
+        """A heap with the descriptors and no data."""
+        return self.item_group(heap_size).get_heap(descriptors="all", data="none")
 
     @abstractmethod
-    def _set_values(self, item_group: spead2.send.ItemGroup, arrays: BatchArrays,
-                    step: int, stream: int) -> None:
-        """Point the items at the memory of heap (`step`, `stream`)."""
+    def build_heap(
+        self,
+        timestamp: np.ndarray,
+        payload: np.ndarray,
+        status: np.ndarray,
+        pol: int,
+        repeat_pointers: bool,
+    ) -> spead2.send.Heap:
+        """A data heap whose items reference these wire-form buffers.
 
-    def make_heaps(
-        self, heap_size: int, arrays: BatchArrays, repeat_pointers: bool
-    ) -> tuple[spead2.send.HeapReferenceList, spead2.send.HeapReferenceList]:
-        """Build a batch's heaps: a plain list and one whose first heaps carry descriptors.
-
-        The second list is used to start a capture in formats with
-        :attr:`descriptors_in_data`; it shares every other heap with the first.
+        `timestamp` and `status` are 6-byte rows of :func:`immediate_bytes`,
+        `payload` a row of packed samples (uint8).
         """
-        item_group = self.data_item_group(heap_size)
-        plain: list[spead2.send.HeapReference] = []
-        first: list[spead2.send.HeapReference] = []
-        steps = arrays.timestamps.shape[0]
-        for step in range(steps):
-            for stream in range(self.streams):
-                self._set_values(item_group, arrays, step, stream)
-                substream = self.substream(step, stream)
-                heap = item_group.get_heap(descriptors="none", data="all")
-                heap.repeat_pointers = repeat_pointers
-                plain.append(spead2.send.HeapReference(heap, substream_index=substream))
-                if self.descriptors_in_data and step * self.streams + stream < self.destinations:
-                    heap = item_group.get_heap(descriptors="all", data="all")
-                    heap.repeat_pointers = repeat_pointers
-                    first.append(spead2.send.HeapReference(heap, substream_index=substream))
-                else:
-                    first.append(plain[-1])
-        return spead2.send.HeapReferenceList(plain), spead2.send.HeapReferenceList(first)
 
     def sample_heap(self, heap_size: int, repeat_pointers: bool) -> spead2.send.Heap:
-        """One data heap (zero samples), to work out packet sizes."""
-        arrays = self.allocate(1, heap_size)
-        item_group = self.data_item_group(heap_size)
-        self._set_values(item_group, arrays, 0, 0)
-        heap = item_group.get_heap(descriptors="none", data="all")
-        heap.repeat_pointers = repeat_pointers
-        return heap
+        """One data heap of zeros, to work out packet sizes."""
+        cells = immediate_bytes(np.zeros(2, CELL_DTYPE))
+        payload = np.zeros(heap_size, np.uint8)
+        # spead2 holds references to the buffers, so they live as long as the heap.
+        return self.build_heap(cells[0], payload, cells[1], 0, repeat_pointers)
 
     def packet_size(
         self, heap_size: int, max_packet_size: int, forced: int | None, equal: bool = True
-    ) -> tuple[int, bool]:
-        """The maximum packet size to send with, and whether heaps repeat their pointers.
+    ) -> PacketChoice:
+        """The packet size to send with, and whether heaps repeat their pointers.
 
         Forced sizes are used as given. Otherwise, with `equal` (the sender has
         GSO): the largest size up to `max_packet_size` that splits a heap into
@@ -185,21 +210,15 @@ class WireFormat(ABC):
         outweighs the GSO gain). In every other case, the maximum.
         """
         if forced is not None:
-            return forced, False
+            return PacketChoice(forced, False)
         if equal:
             size = equal_packet_size(self.sample_heap(heap_size, True), max_packet_size)
             if size is not None:
                 evenly = len(packet_sizes(self.sample_heap(heap_size, True), size))
                 fewest = len(packet_sizes(self.sample_heap(heap_size, False), max_packet_size))
                 if evenly <= fewest:
-                    return size, True
-        return max_packet_size, False
-
-    # ---- filling
-
-    @abstractmethod
-    def fill(self, arrays: BatchArrays, counters: np.ndarray, timestamps: np.ndarray) -> None:
-        """Write steps ``0 .. len(counters)-1`` of a batch: heap counter and timestamp per step."""
+                    return PacketChoice(size, True)
+        return PacketChoice(max_packet_size, False)
 
 
 class TutorialFormat(WireFormat):
@@ -207,210 +226,183 @@ class TutorialFormat(WireFormat):
 
     name = "tutorial"
     sample_bits = 8
-    descriptors_in_data = True
     default_heap_size = 8192
+    default_end_of_stream = True
 
-    @property
-    def streams(self) -> int:
-        return 1
+    def __init__(self, destinations: int = 1) -> None:
+        super().__init__([destinations])
 
-    def substream(self, step: int, stream: int) -> int:
-        return step % self.destinations
-
-    @property
-    def step_multiple(self) -> int:
-        return self.destinations
-
-    def data_item_group(self, heap_size: int) -> spead2.send.ItemGroup:
+    def item_group(self, heap_size: int) -> spead2.send.ItemGroup:
         item_group = spead2.send.ItemGroup(flavour=FLAVOUR)
-        _add_timestamp(item_group)
+        _add_immediate(item_group, TIMESTAMP_ID, "timestamp",
+                       "Index of the first ADC sample in the heap")
         item_group.add_item(
             ADC_SAMPLES_ID, "adc_samples", "ADC samples, one signed byte each",
-            shape=(heap_size,), dtype=SAMPLE_DTYPE,
+            shape=(heap_size,), dtype=np.int8,
         )
         return item_group
 
-    def allocate(self, steps: int, heap_size: int) -> BatchArrays:
-        return BatchArrays(
-            payload=np.zeros((steps, 1, heap_size), SAMPLE_DTYPE),
-            timestamps=np.zeros((steps, 1), TIMESTAMP_DTYPE),
-        )
-
-    def _set_values(self, item_group: spead2.send.ItemGroup, arrays: BatchArrays,
-                    step: int, stream: int) -> None:
-        # ``[i, j, ...]`` is a 0-d / 1-d *view*, so the heap references the array.
-        item_group["timestamp"].value = arrays.timestamps[step, stream, ...]
-        item_group["adc_samples"].value = arrays.payload[step, stream, ...]
-
-    def fill(self, arrays: BatchArrays, counters: np.ndarray, timestamps: np.ndarray) -> None:
-        count = len(counters)
-        # astype wraps to int8 (int8(n) itself would overflow in numpy 2).
-        arrays.payload[:count] = counters.astype(np.int8)[:, np.newaxis, np.newaxis]
-        arrays.timestamps[:count] = timestamps[:, np.newaxis]
+    def build_heap(
+        self,
+        timestamp: np.ndarray,
+        payload: np.ndarray,
+        status: np.ndarray,
+        pol: int,
+        repeat_pointers: bool,
+    ) -> spead2.send.Heap:
+        heap = spead2.send.Heap(FLAVOUR)
+        heap.repeat_pointers = repeat_pointers
+        heap.add_item(_ItemBuffer(TIMESTAMP_ID, timestamp, True))
+        # Immediate when it fits (heaps of 6 bytes or less), as spead2 does for an int8 array.
+        heap.add_item(_ItemBuffer(ADC_SAMPLES_ID, payload, True))
+        return heap
 
 
 class MeerkatFormat(WireFormat):
-    """The MeerKAT digitiser format: one packet per heap, one stream per polarisation.
-
-    Heap ``n`` of a polarisation has every sample equal to ``n`` wrapped into
-    the signed `sample_bits` range (for 10 bits: -512..511), so the pattern
-    runs 0, 1, ..., 511, -512, ..., -1, 0, ... Heaps at full scale (511, -511
-    and -512 for 10 bits) report every sample saturated in digitiser_status.
-    """
+    """The MeerKAT digitiser format: one packet per heap, one stream per polarisation."""
 
     name = "meerkat"
-    descriptors_in_data = False
+    default_end_of_stream = False
 
-    def __init__(self, destinations: int, sample_bits: int = 10, digitiser_id: int = 0) -> None:
-        super().__init__(destinations)
-        if not 2 <= sample_bits <= 32:
-            raise ConfigError(f"sample bits must be 2-32, not {sample_bits}")
-        if digitiser_id < 0:
-            raise ConfigError(f"digitiser id must be >= 0, not {digitiser_id}")
+    def __init__(
+        self, groups: Sequence[int] = (1, 1), sample_bits: int = 10, digitiser_id: int = 0
+    ) -> None:
+        super().__init__(groups)
+        if isinstance(sample_bits, bool) or not 2 <= sample_bits <= 16:
+            raise ConfigError(f"sample bits must be 2-16, not {sample_bits}")
+        if isinstance(digitiser_id, bool) or not 0 <= digitiser_id <= MAX_DIGITISER_ID:
+            raise ConfigError(
+                f"digitiser id must be 0 to 2**{IMMEDIATE_BITS} - 1 (it is a "
+                f"{IMMEDIATE_BITS}-bit immediate item), not {digitiser_id}"
+            )
+        if digitiser_id % 2 and self.n_pols > 1:
+            raise ConfigError(
+                f"digitiser id {digitiser_id} is odd: receivers take the polarisation from the "
+                "id's low bit, so the first polarisation needs an even id"
+            )
+        if digitiser_id + self.n_pols - 1 > MAX_DIGITISER_ID:
+            raise ConfigError(f"digitiser ids from {digitiser_id} do not fit in 48 bits")
         self.sample_bits = sample_bits
         self.digitiser_id = digitiser_id
         self.default_heap_size = 4096 * sample_bits // 8
+        self._ids = immediate_bytes(
+            np.arange(digitiser_id, digitiser_id + self.n_pols, dtype=CELL_DTYPE)
+        )
 
-    @property
-    def streams(self) -> int:
-        return self.destinations
-
-    def substream(self, step: int, stream: int) -> int:
-        return stream
+    def start_timestamp(self, timestamp: int, heap_samples: int) -> int:
+        # F-engines place heaps by timestamp / heap samples: keep them multiples.
+        return -(-timestamp // heap_samples) * heap_samples
 
     def check_heap_size(self, heap_size: int, max_packet_size: int) -> None:
-        validate_heap_size(heap_size)
-        group = packing.group_bytes(self.sample_bits)
-        if heap_size % group:
+        super().check_heap_size(heap_size, max_packet_size)
+        size = self._single_packet(heap_size)
+        if size > max_packet_size:
             raise ConfigError(
-                f"heap size {heap_size} is not whole groups of {self.sample_bits}-bit samples "
-                f"(a multiple of {group} bytes)"
-            )
-        packet = self._single_packet_size(heap_size)
-        if packet > max_packet_size:
-            raise ConfigError(
-                f"heap size {heap_size} needs {packet}-byte packets (one packet per heap), "
+                f"heap size {heap_size} needs {size}-byte packets (one packet per heap), "
                 f"more than the maximum packet size {max_packet_size}"
             )
 
     def packet_size(
         self, heap_size: int, max_packet_size: int, forced: int | None, equal: bool = True
-    ) -> tuple[int, bool]:
-        # Exactly one packet per heap, whatever the user asked for.
-        return self._single_packet_size(heap_size), True
+    ) -> PacketChoice:
+        # Exactly one packet per heap, whatever was asked.
+        return PacketChoice(self._single_packet(heap_size), True)
 
-    def _single_packet_size(self, heap_size: int) -> int:
-        """Bytes of the one packet that carries a whole heap (payload plus header)."""
-        return packet_sizes(self.sample_heap(heap_size, True), 1 << 30)[0]
+    def _single_packet(self, heap_size: int) -> int:
+        """The packet size that makes spead2 send a heap of `heap_size` as exactly one packet.
 
-    def data_item_group(self, heap_size: int) -> spead2.send.ItemGroup:
-        # Sent as the bytes they are: the samples are packed by dsim, not by spead2.
-        return self._item_group(heap_size, "Packed raw samples", dict(
-            shape=(heap_size,), dtype=np.uint8))
-
-    def descriptor_item_group(self, heap_size: int) -> spead2.send.ItemGroup:
-        return self._item_group(
-            heap_size,
-            f"Raw ADC samples, {self.sample_bits}-bit two's complement, packed big-endian",
-            dict(shape=(self.heap_samples(heap_size),), format=[("i", self.sample_bits)]),
+        spead2 fills packets in 8-byte steps and needs room to repeat every item
+        pointer, so the size is found with its own packet generator rather than
+        computed: the packet itself is the 72-byte header plus the payload.
+        """
+        heap = self.sample_heap(heap_size, True)
+        natural = packet_sizes(heap, heap_size + 1024)[0]
+        reason = "no packet size works"
+        for size in range(natural, natural + 64):
+            try:
+                if len(packet_sizes(heap, size)) == 1:
+                    return size
+            except ValueError as exc:  # spead2 refuses the size
+                reason = str(exc)
+        raise ConfigError(
+            f"heap size {heap_size} cannot be sent as one packet per heap (spead2: {reason})"
         )
 
-    def _item_group(self, heap_size: int, raw_description: str,
-                    raw_type: dict[str, Any]) -> spead2.send.ItemGroup:
+    def item_group(self, heap_size: int) -> spead2.send.ItemGroup:
         item_group = spead2.send.ItemGroup(flavour=FLAVOUR)
-        _add_timestamp(item_group)
+        _add_immediate(item_group, TIMESTAMP_ID, "timestamp",
+                       "Index of the first ADC sample in the heap")
         _add_immediate(item_group, DIGITISER_ID_ID, "digitiser_id",
                        "Digitiser serial number; the low bit is the polarisation")
         _add_immediate(item_group, DIGITISER_STATUS_ID, "digitiser_status",
                        "Bits 47..32: samples at full scale in the heap; bit 1: saturation flag")
-        item_group.add_item(ADC_SAMPLES_ID, "raw_data", raw_description, **raw_type)
+        raw: dict[str, Any] = dict(
+            shape=(self.heap_samples(heap_size),), format=[("i", self.sample_bits)]
+        )
+        item_group.add_item(
+            ADC_SAMPLES_ID, "raw_data",
+            f"Raw ADC samples, {self.sample_bits}-bit two's complement, packed big-endian",
+            **raw,
+        )
         return item_group
 
-    def allocate(self, steps: int, heap_size: int) -> BatchArrays:
-        return BatchArrays(
-            payload=np.zeros((steps, self.streams, heap_size), np.uint8),
-            timestamps=np.zeros((steps, self.streams), TIMESTAMP_DTYPE),
-            status=np.zeros((steps, self.streams), TIMESTAMP_DTYPE),
-        )
+    def build_heap(
+        self,
+        timestamp: np.ndarray,
+        payload: np.ndarray,
+        status: np.ndarray,
+        pol: int,
+        repeat_pointers: bool,
+    ) -> spead2.send.Heap:
+        heap = spead2.send.Heap(FLAVOUR)
+        heap.repeat_pointers = True
+        heap.add_item(_ItemBuffer(TIMESTAMP_ID, timestamp, True))
+        heap.add_item(_ItemBuffer(DIGITISER_ID_ID, self._ids[pol], True))
+        heap.add_item(_ItemBuffer(DIGITISER_STATUS_ID, status, True))
+        # Never immediate, as spead2 decides for items of a non-whole-byte sample type.
+        heap.add_item(_ItemBuffer(ADC_SAMPLES_ID, payload, False))
+        return heap
 
-    def _set_values(self, item_group: spead2.send.ItemGroup, arrays: BatchArrays,
-                    step: int, stream: int) -> None:
-        assert arrays.status is not None
-        item_group["timestamp"].value = arrays.timestamps[step, stream, ...]
-        item_group["digitiser_status"].value = arrays.status[step, stream, ...]
-        item_group["digitiser_id"].value = self.digitiser_id + stream
-        item_group["raw_data"].value = arrays.payload[step, stream, ...]
 
-    def status_word(self, values: np.ndarray, heap_samples: int) -> np.ndarray:
-        """digitiser_status for heaps whose samples all equal `values`."""
-        saturated = packing.saturated(values, self.sample_bits)
-        word = (min(heap_samples, STATUS_COUNT_MAX) << STATUS_COUNT_SHIFT) | STATUS_SATURATED
-        return np.where(saturated, np.uint64(word), np.uint64(0))
-
-    def fill(self, arrays: BatchArrays, counters: np.ndarray, timestamps: np.ndarray) -> None:
-        assert arrays.status is not None
-        count = len(counters)
-        bits = self.sample_bits
-        values = packing.wrap(counters, bits)
-        groups = packing.uniform_groups(values, bits)  # (count, group bytes)
-        _, streams, heap_size = arrays.payload.shape
-        # Every heap is its first group repeated: write the group, then double the
-        # filled prefix until the heap is full (a few long copies, instead of a
-        # broadcast whose innermost run is a handful of bytes: 60 us, not 700,
-        # for 102 heaps of 5120 bytes).
-        rows = arrays.payload[:count].reshape(count * streams, heap_size)
-        width = groups.shape[1]
-        rows[:, :width] = np.repeat(groups, streams, axis=0)
-        while width < heap_size:
-            step = min(width, heap_size - width)
-            rows[:, width: width + step] = rows[:, :step]
-            width += step
-        arrays.timestamps[:count] = timestamps[:, np.newaxis]
-        heap_samples = self.heap_samples(heap_size)
-        arrays.status[:count] = self.status_word(values, heap_samples)[:, np.newaxis]
+FORMATS = ("tutorial", "meerkat")
 
 
 def make_format(
-    name: str, destinations: int, sample_bits: int | None = None, digitiser_id: int = 0
+    name: str, groups: Sequence[int], sample_bits: int | None = None, digitiser_id: int = 0
 ) -> WireFormat:
-    """The format called `name` ("tutorial" or "meerkat")."""
+    """The format called `name`, with `groups[p]` destinations for polarisation `p`.
+
+    For ``tutorial`` the destinations of every ``DEST`` are one polarisation's,
+    taking turns; for ``meerkat`` each ``DEST`` is a polarisation.
+    """
     if name == "tutorial":
         if sample_bits not in (None, 8):
-            raise ConfigError(
-                "the tutorial format has 8-bit samples (--sample-bits is for meerkat)"
-            )
-        return TutorialFormat(destinations)
+            raise ConfigError("the tutorial format has 8-bit samples (--sample-bits is for meerkat)")
+        if digitiser_id:
+            raise ConfigError("the tutorial format has no digitiser id (--digitiser-id is for meerkat)")
+        return TutorialFormat(sum(groups))
     if name == "meerkat":
-        return MeerkatFormat(destinations, 10 if sample_bits is None else sample_bits,
-                             digitiser_id)
+        return MeerkatFormat(groups, 10 if sample_bits is None else sample_bits, digitiser_id)
     raise ConfigError(f"unknown format {name!r} (tutorial or meerkat)")
 
 
-def _add_timestamp(item_group: spead2.send.ItemGroup) -> None:
-    _add_immediate(
-        item_group, TIMESTAMP_ID, "timestamp", "Index of the first ADC sample in the heap"
-    )
-
-
-def _add_immediate(item_group: spead2.send.ItemGroup, item_id: int, name: str,
-                   description: str) -> None:
-    item_group.add_item(
-        item_id, name, description, shape=(), format=[("u", FLAVOUR.heap_address_bits)]
-    )
-
-
-def make_end_heaps(n_substreams: int) -> spead2.send.HeapReferenceList:
-    """End-of-stream heaps, one per substream, so that every receiver stops."""
+def end_heaps(n_substreams: int, first_cnt: int) -> spead2.send.HeapReferenceList:
+    """End-of-stream heaps, one per substream, with odd heap ids from `first_cnt`."""
     heap = spead2.send.Heap(FLAVOUR)
     heap.add_end()
     return spead2.send.HeapReferenceList(
-        [spead2.send.HeapReference(heap, substream_index=i) for i in range(n_substreams)]
+        [
+            spead2.send.HeapReference(heap, cnt=first_cnt + 2 * i, substream_index=i)
+            for i in range(n_substreams)
+        ]
     )
 
 
-def make_descriptor_heap(item_group: spead2.send.ItemGroup) -> spead2.send.Heap:
-    """A heap with the descriptors of `item_group` and no data."""
-    return item_group.get_heap(descriptors="all", data="none")
+def _add_immediate(
+    item_group: spead2.send.ItemGroup, item_id: int, name: str, description: str
+) -> None:
+    item_group.add_item(item_id, name, description, shape=(), format=[("u", IMMEDIATE_BITS)])
+
 
 def _header_size(packet: bytes) -> int:
     """Bytes of SPEAD header and item pointers at the start of `packet`."""
@@ -420,6 +412,11 @@ def _header_size(packet: bytes) -> int:
 def packet_sizes(heap: spead2.send.Heap, max_packet_size: int) -> list[int]:
     """Sizes of the packets spead2 splits `heap` into with this maximum packet size."""
     return [len(p) for p in spead2.send.PacketGenerator(heap, 1, max_packet_size)]
+
+
+def wire_bytes(heap: spead2.send.Heap, max_packet_size: int) -> int:
+    """Bytes `heap` takes on the wire (UDP payloads), headers included."""
+    return sum(packet_sizes(heap, max_packet_size))
 
 
 def equal_packet_size(heap: spead2.send.Heap, max_packet_size: int) -> int | None:
@@ -452,11 +449,6 @@ def equal_packet_size(heap: spead2.send.Heap, max_packet_size: int) -> int | Non
     return None
 
 
-def make_item_group(heap_size: int) -> spead2.send.ItemGroup:
-    """The tutorial format's items for `heap_size` (for tools and tests that build heaps)."""
-    return TutorialFormat(1).data_item_group(heap_size)
-
-
-def auto_packet_size(heap_size: int, max_packet_size: int) -> int | None:
-    """:func:`equal_packet_size` for a tutorial data heap of `heap_size` (pointers repeated)."""
-    return equal_packet_size(TutorialFormat(1).sample_heap(heap_size, True), max_packet_size)
+def lcm(values: Sequence[int]) -> int:
+    """Least common multiple of `values` (1 for none)."""
+    return math.lcm(*values) if values else 1

@@ -2,7 +2,8 @@
 
 Everything that can be wrong with a transport setting (a host that does not
 resolve, a bad port, ibverbs with a unicast destination or without an RDMA
-device) is reported as one :exc:`~dsim.errors.ConfigError` with a message that
+device) is reported as one :exc:`~dsim.errors.ConfigError` (bad settings) or
+:exc:`~dsim.errors.TransportError` (cannot start here) with a message that
 a command line can print as it is.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Sequence
@@ -21,9 +23,10 @@ import spead2
 import spead2.send
 import spead2.send.asyncio
 
-from .errors import ConfigError
+from .errors import ConfigError, TransportError
+from .spead import DEFAULT_DATA_PORT
 
-DEFAULT_PORT = 7148
+DEFAULT_PORT = DEFAULT_DATA_PORT
 #: UDP payload that fits a 9000-byte jumbo frame after the IP and UDP headers.
 DEFAULT_MAX_PACKET_SIZE = 8972
 #: Largest UDP payload over IPv4.
@@ -67,35 +70,79 @@ class Endpoint:
 
 def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
     """Parse and resolve ``host[:port]`` into an :class:`Endpoint`."""
+    (endpoint,) = parse_destination(text, default_port, fanout=False)
+    return endpoint
+
+
+def parse_destination(
+    text: str, default_port: int = DEFAULT_PORT, *, fanout: bool = True
+) -> list[Endpoint]:
+    """Parse ``host[:port]`` or ``address+N[:port]`` into its endpoints.
+
+    ``239.102.0.64+7:7148`` is MeerKAT's way of writing eight consecutive
+    multicast groups (``.64`` to ``.71``) on one port: a digitiser spreads each
+    polarisation over them, heap ``i`` to group ``i mod 8``.
+    """
     host, sep, port_text = text.rpartition(":")
     if not sep:
         host, port_text = text, str(default_port)
     if not host:
         raise ConfigError(f"destination {text!r} has no host (expected host:port)")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"destination {text!r} has a bad port {port_text!r}") from None
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ConfigError(f"destination {text!r} has a bad port {port_text!r}")
+    port = int(port_text)
     if not 1 <= port <= 65535:
         raise ConfigError(f"destination {text!r}: port must be 1-65535, not {port}")
+    base, plus, count_text = host.partition("+")
+    if plus:
+        if not fanout:
+            raise ConfigError(f"{text!r}: one address expected, not a range")
+        if not count_text.isascii() or not count_text.isdigit():
+            raise ConfigError(f"destination {text!r}: expected ADDRESS+N with a whole N")
+        try:
+            first = ipaddress.IPv4Address(base)
+        except ValueError:
+            raise ConfigError(
+                f"destination {text!r}: ADDRESS+N needs a numeric IPv4 address, not {base!r}"
+            ) from None
+        extra = int(count_text)
+        if int(first) + extra > int(ipaddress.IPv4Address("255.255.255.255")):
+            raise ConfigError(f"destination {text!r} runs past the last IPv4 address")
+        last = first + extra
+        if first.is_multicast != last.is_multicast:
+            raise ConfigError(f"destination {text!r} leaves the multicast range")
+        return [Endpoint(str(first + k), port) for k in range(extra + 1)]
     try:
         infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
     except (socket.gaierror, UnicodeError) as exc:
         reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
         raise ConfigError(f"destination host {host!r} does not resolve: {reason}") from None
-    return Endpoint(str(infos[0][4][0]), port)
+    return [Endpoint(str(infos[0][4][0]), port)]
 
 
 def resolve_interface(address: str) -> str:
-    """Check that `address` is a numeric IPv4 interface address (or resolve it)."""
+    """The numeric IPv4 address of a local interface, named by address or host name.
+
+    Checked by binding a socket to it, so that a typo is one clear line here
+    rather than an error from deep inside spead2 later.
+    """
     try:
-        return str(ipaddress.IPv4Address(address))
+        numeric = str(ipaddress.IPv4Address(address))
     except ValueError:
-        pass
-    try:
-        return socket.gethostbyname(address)
-    except OSError:
-        raise ConfigError(f"interface address {address!r} is not an IPv4 address") from None
+        try:
+            numeric = socket.gethostbyname(address)
+        except (OSError, UnicodeError):
+            raise ConfigError(
+                f"interface {address!r} is not an IPv4 address (or a name that resolves to one)"
+            ) from None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((numeric, 0))
+        except OSError:
+            raise ConfigError(
+                f"interface address {numeric} is not an address of this machine"
+            ) from None
+    return numeric
 
 
 @dataclass
@@ -130,8 +177,10 @@ class TransportConfig:
                 raise ConfigError(
                     f"packet size must be {MIN_PACKET_SIZE}-{MAX_PACKET_SIZE} bytes, not {size}"
                 )
-        if not self.rate >= 0.0:  # also rejects NaN
-            raise ConfigError(f"rate must be >= 0 bytes/s (0 = unlimited), not {self.rate}")
+        if not (math.isfinite(self.rate) and self.rate >= 0.0):
+            raise ConfigError(
+                f"rate must be a finite number >= 0 bytes/s (0 = unlimited), not {self.rate}"
+            )
         if not 0 <= self.ttl <= 255:
             raise ConfigError(f"TTL must be 0-255, not {self.ttl}")
         if self.buffer_size is not None and self.buffer_size <= 0:
@@ -140,6 +189,8 @@ class TransportConfig:
             raise ConfigError(
                 f"CPU core {self.send_core} is not available (usable: {_format_cores()})"
             )
+        if self.interface is not None:
+            resolve_interface(self.interface)
         if self.kind == TransportKind.INPROC:
             if not self.inproc_queues:
                 raise ConfigError("the in-process transport needs at least one queue")
@@ -236,7 +287,7 @@ def open_stream(
         )
     if config.kind == TransportKind.IBVERBS:
         if not rdma_devices():
-            raise ConfigError(
+            raise TransportError(
                 f"cannot start ibverbs transport: no RDMA device on this machine "
                 f"({RDMA_SYSFS} is empty or missing); use UDP (drop --ibv)"
             )
@@ -251,7 +302,7 @@ def open_stream(
         try:
             return spead2.send.asyncio.UdpIbvStream(thread_pool, stream_config, ibv_config)
         except (RuntimeError, OSError) as exc:
-            raise ConfigError(f"cannot start ibverbs transport: {exc}") from None
+            raise TransportError(f"cannot start ibverbs transport: {exc}") from None
     buffer_size = (
         config.buffer_size
         if config.buffer_size is not None
@@ -282,7 +333,7 @@ def open_stream(
         return spead2.send.asyncio.UdpStream(thread_pool, endpoints, stream_config, buffer_size)
     except (RuntimeError, OSError) as exc:
         where = _join(config.destinations)
-        raise ConfigError(f"cannot open UDP stream to {where}: {exc}") from None
+        raise TransportError(f"cannot open UDP stream to {where}: {exc}") from None
 
 
 def _join(endpoints: Sequence[Endpoint]) -> str:
