@@ -1,11 +1,13 @@
-"""dsim: a digitiser simulator that streams SPEAD heaps of ADC samples.
+"""dsim: a digitiser simulator that streams SPEAD heaps of ADC samples, controlled over katcp.
 
-The package is laid out one concern per module:
-
-* :mod:`dsim.layout`: the wire format (items, descriptors, heaps).
-* :mod:`dsim.generator`: the running sample and timestamp counters.
-* :mod:`dsim.transport`: creating the spead2 send stream (UDP, ibverbs, in-process).
-* :mod:`dsim.engine`: the batching engine, capture state and statistics.
+The package is laid out one concern per module, data flowing one way:
+:mod:`dsim.cli` (the command) and :class:`dsim.Simulator` (the Python API)
+build everything from :class:`dsim.settings.Settings`; :mod:`dsim.server`
+(katcp) drives :mod:`dsim.engine` (captures and batches), which sends the
+heaps of :mod:`dsim.ring` cut from :mod:`dsim.pattern` (counter or a window
+rendered by :mod:`dsim.signals`) in a wire format of :mod:`dsim.layout`
+through a stream of :mod:`dsim.transport`. :mod:`dsim.verify` checks what
+arrives; :mod:`dsim.spead` is the vocabulary they share.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -15,4 +17,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+from .simulator import Simulator  # noqa: E402  (needs __version__)
+
+__all__ = ["Simulator", "__version__"]

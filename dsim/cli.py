@@ -1,9 +1,9 @@
 """The ``dsim`` command: arguments, logging, signals.
 
 Exit status: 0 after a clean shutdown (``?halt``, SIGINT or SIGTERM, with any
-capture stopped and its end-of-stream heap sent); 1 when start-up fails (port
-in use, ibverbs not available); 2 for a bad command line. Errors the user can
-fix are one line on stderr, never a traceback.
+capture stopped); 1 when start-up fails (port in use, ibverbs not available);
+2 for a bad command line. Errors the user can fix are one line on stderr,
+never a traceback. A second SIGINT or SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
+import re
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,54 +23,38 @@ import spead2
 
 from . import __version__
 from .cliutil import OneLineParser
-from .engine import DEFAULT_DESCRIPTOR_INTERVAL, Clock, Engine
 from .errors import ConfigError
-from .layout import make_format
-from .server import DeviceServer
-from .transport import (
-    DEFAULT_MAX_PACKET_SIZE,
-    DEFAULT_PORT,
-    Endpoint,
-    TransportConfig,
-    TransportKind,
-    parse_endpoint,
-    spead2_uses_gso,
-)
+from .layout import FORMATS
+from .settings import Settings
+from .simulator import Simulator, StartupError
+from .spead import DEFAULT_DATA_PORT
+from .transport import resolve_interface, spead2_uses_gso
 
 logger = logging.getLogger("dsim")
-#: When this process started: the default sync time of a real-time stream.
-START_TIME = time.time()
-
-DEFAULT_KATCP_PORT = 7147
-#: Rates (bytes/s) from which spead2's GSO support matters (8 Gb/s).
-FAST_RATE = 1e9
+_INTEGER = re.compile(r"[+-]?(?:[0-9]+|0[xX][0-9a-fA-F]+)")
 
 
-def _typed(func: Callable[[str], Any], what: str) -> Callable[[str], Any]:
-    """Wrap a converter so that its ConfigError/ValueError reads well in argparse."""
-
-    def convert(text: str) -> Any:
-        try:
-            return func(text)
-        except (ConfigError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(str(exc) or f"bad {what} {text!r}") from None
-
-    convert.__name__ = what
-    return convert
+def integer(text: str) -> int:
+    """A whole number: decimal digits, or hexadecimal with ``0x`` (any size)."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(text.strip(), 0)
 
 
-def _int(text: str) -> int:
+def number(text: str) -> float:
+    """A finite real number (``inf`` and ``nan`` are refused)."""
     try:
-        return int(text, 0)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
 
 
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"not a number: {text!r}") from None
+def _named(func: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    func.__name__ = name  # argparse names the converter in its messages
+    return func
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,67 +66,85 @@ def build_parser() -> argparse.ArgumentParser:
         "it listens on 127.0.0.1 unless --katcp-host says otherwise.",
     )
     parser.add_argument(
-        "destinations",
-        metavar="DEST",
-        nargs="*",
-        type=_typed(parse_endpoint, "destination"),
-        help=f"host:port to send to (default 127.0.0.1:{DEFAULT_PORT}); several spread "
-        "the heaps over them in turn",
+        "destinations", metavar="DEST", nargs="*",
+        help=f"host:port to send to (default 127.0.0.1:{DEFAULT_DATA_PORT}); ADDRESS+N:port is "
+        "N+1 consecutive addresses (MeerKAT writes 239.102.0.64+7:7148), over which the heaps "
+        "are spread in turn. tutorial: all DESTs take turns; meerkat: one DEST per polarisation",
     )
     katcp = parser.add_argument_group("katcp")
     katcp.add_argument("--katcp-host", default="127.0.0.1",
-                       help="address to listen on (default %(default)s)")
-    katcp.add_argument("--katcp-port", type=_typed(_int, "port"), default=DEFAULT_KATCP_PORT,
-                       help="port to listen on; 0 picks a free one (default %(default)s)")
+                       help="address to listen on (default %(default)s; 0.0.0.0 = every "
+                       "interface: anyone who can reach it controls dsim)")
+    katcp.add_argument("--katcp-port", type=integer, default=7147,
+                       help="port to listen on; 0 picks a free one (logged) (default %(default)s)")
+    katcp.add_argument("--prometheus-port", type=integer, metavar="PORT",
+                       help="serve Prometheus metrics over HTTP on this port (0 = a free one)")
     stream = parser.add_argument_group("stream")
-    stream.add_argument("--format", choices=["tutorial", "meerkat"], default="tutorial",
+    stream.add_argument("--format", choices=FORMATS, default="tutorial",
                         help="wire format: spead2's tutorial layout, or the MeerKAT digitiser's "
-                        "(one stream per DEST, i.e. per polarisation) (default %(default)s)")
-    stream.add_argument("--heap-size", type=_typed(_int, "heap size"),
+                        "(default %(default)s)")
+    stream.add_argument("--heap-size", type=integer,
                         help="payload bytes per heap (default 8192 for tutorial, 4096 samples "
                         "= 5120 bytes for meerkat)")
-    stream.add_argument("--sample-bits", type=_typed(_int, "sample bits"),
-                        help="meerkat: bits per sample (default 10)")
-    stream.add_argument("--digitiser-id", type=_typed(_int, "digitiser id"), default=0,
-                        help="meerkat: digitiser_id of the first polarisation; the others "
-                        "follow (default %(default)s)")
-    stream.add_argument("--max-packet-size", type=_typed(_int, "packet size"),
-                        default=DEFAULT_MAX_PACKET_SIZE,
+    stream.add_argument("--sample-bits", type=integer,
+                        help="meerkat: bits per sample, 2-16 (default 10)")
+    stream.add_argument("--digitiser-id", type=integer, default=0,
+                        help="meerkat: digitiser_id of the first polarisation, even (receivers "
+                        "take the polarisation from the low bit); the next is +1 (default "
+                        "%(default)s)")
+    stream.add_argument("--max-packet-size", type=integer, default=8972,
                         help="largest packet size dsim may pick: it picks the largest that "
-                        "splits every heap into equal packets (default %(default)s, a "
-                        "9000-byte jumbo frame less IP and UDP headers)")
-    stream.add_argument("--packet-size", type=_typed(_int, "packet size"),
+                        "splits every heap into equal packets where that pays (default "
+                        "%(default)s, a 9000-byte jumbo frame less IP and UDP headers)")
+    stream.add_argument("--packet-size", type=integer,
                         help="use exactly this maximum packet size instead")
-    stream.add_argument("--rate", type=_typed(_float, "rate"), default=0.0,
-                        help="send rate in bytes/s on the wire, 0 = as fast as possible "
+    stream.add_argument("--rate", type=_named(number, "rate"), default=0.0,
+                        help="average send rate in bytes/s on the wire, 0 = as fast as possible "
                         "(default %(default)s)")
     stream.add_argument("--start", action="store_true",
                         help="start capturing at once instead of waiting for ?capture-start")
-    stream.add_argument("--descriptor-interval", type=_typed(_float, "interval"),
-                        default=DEFAULT_DESCRIPTOR_INTERVAL, metavar="SECONDS",
+    stream.add_argument("--descriptor-interval", type=_named(number, "interval"),
+                        default=5.0, metavar="SECONDS",
                         help="send descriptors this often while capturing, 0 = only at the "
                         "start and after heap-size changes (default %(default)s)")
+    stream.add_argument("--end-of-stream", action=argparse.BooleanOptionalAction,
+                        help="end every capture with end-of-stream heaps (default: yes for "
+                        "tutorial; no for meerkat, whose F-engine receivers stop for good on one)")
+    signals = parser.add_argument_group("signals")
+    signals.add_argument("--signals", metavar="SPEC",
+                         help="signal of each polarisation at start-up, e.g. "
+                         "'cw(0.5, 1e8) + wgn(0.1);' (default counter(), the checkable pattern)")
+    signals.add_argument("--period", type=integer, default=1 << 25, metavar="SAMPLES",
+                         help="samples after which a signal window repeats (default %(default)s)")
+    signals.add_argument("--max-period", type=integer, default=1 << 27, metavar="SAMPLES",
+                         help="largest period ?signals may ask for (default %(default)s)")
+    signals.add_argument("--dither-seed", type=integer, metavar="N",
+                         help="seed of the quantisation dither (default: drawn at start-up)")
+    signals.add_argument("--nominal-sample-rate", type=_named(number, "sample rate"),
+                         default=1712e6, metavar="HZ",
+                         help="free-running: the ADC rate signal frequencies are read against "
+                         "(default %(default)g, MeerKAT L-band)")
     clock = parser.add_argument_group("real-time clock")
-    clock.add_argument("--adc-sample-rate", type=_typed(_float, "sample rate"), metavar="HZ",
+    clock.add_argument("--adc-sample-rate", type=_named(number, "sample rate"), metavar="HZ",
                        help="pace the stream at this ADC sample rate and tie timestamps to "
                        "the wall clock (default: free-running)")
-    clock.add_argument("--sync-time", type=_typed(_float, "sync time"), metavar="UNIX",
+    clock.add_argument("--sync-time", type=_named(number, "sync time"), metavar="UNIX",
                        help="UNIX time of timestamp 0 (default: when dsim started)")
-    clock.add_argument("--align-samples", type=_typed(_int, "alignment"), default=1 << 20,
-                       metavar="N", help="captures start at a multiple of N samples, a multiple "
-                       "of the heap's samples (default %(default)s)")
+    clock.add_argument("--align-samples", type=integer, default=1 << 20, metavar="N",
+                       help="captures start at a multiple of N samples, a multiple of the "
+                       "heap's samples (default %(default)s)")
     network = parser.add_argument_group("network")
-    network.add_argument("--ttl", type=_typed(_int, "TTL"), default=1,
+    network.add_argument("--ttl", type=integer, default=1,
                          help="multicast TTL (default %(default)s)")
     network.add_argument("--interface", metavar="ADDRESS",
                          help="IPv4 address of the interface to send from (needed by --ibv)")
     network.add_argument("--ibv", action="store_true",
                          help="send with ibverbs (multicast destinations only)")
-    network.add_argument("--buffer-size", type=_typed(_int, "buffer size"),
+    network.add_argument("--buffer-size", type=integer,
                          help="socket buffer (UDP) or send ring (ibverbs) in bytes")
-    network.add_argument("--affinity", type=_typed(_int, "CPU core"), metavar="CORE",
+    network.add_argument("--affinity", type=integer, metavar="CORE",
                          help="CPU core for spead2's sending thread")
-    network.add_argument("--main-affinity", type=_typed(_int, "CPU core"), metavar="CORE",
+    network.add_argument("--main-affinity", type=integer, metavar="CORE",
                          help="CPU core for dsim's Python thread (katcp and batch preparation)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -150,151 +153,108 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse and cross-check the command line; any problem exits with status 2."""
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    """Parse and check the command line; any problem exits with status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.destinations:
-        args.destinations = [Endpoint("127.0.0.1", DEFAULT_PORT)]
-    if not 0 <= args.katcp_port <= 65535:
-        parser.error(f"argument --katcp-port: must be 0-65535, not {args.katcp_port}")
-    args.transport = TransportConfig(
-        kind=TransportKind.IBVERBS if args.ibv else TransportKind.UDP,
-        destinations=args.destinations,
-        max_packet_size=args.max_packet_size,
-        packet_size=args.packet_size,
-        rate=args.rate,
-        ttl=args.ttl,
-        interface=args.interface,
-        buffer_size=args.buffer_size,
-        send_core=args.affinity,
-    )
+    options = vars(args)
+    if not options["destinations"]:
+        del options["destinations"]
+    settings = Settings(**options)
     try:
-        args.transport.validate()
-        if args.main_affinity is not None and args.main_affinity not in os.sched_getaffinity(0):
-            raise ConfigError(f"CPU core {args.main_affinity} is not available")
-        args.wire_format = make_format(
-            args.format, len(args.destinations), args.sample_bits, args.digitiser_id
-        )
-        if args.heap_size is None:
-            args.heap_size = args.wire_format.default_heap_size
-        args.wire_format.check_heap_size(args.heap_size, args.max_packet_size)
-        if args.format == "meerkat" and args.packet_size is not None:
-            raise ConfigError("the meerkat format sends one packet per heap: drop --packet-size")
-        args.clock = None
-        if args.adc_sample_rate is not None:
-            if args.rate:
-                raise ConfigError("--rate and --adc-sample-rate both set the rate: give one")
-            sync_time = START_TIME if args.sync_time is None else args.sync_time
-            args.clock = Clock(args.adc_sample_rate, sync_time, args.align_samples)
-            samples = args.wire_format.heap_samples(args.heap_size)
-            if args.align_samples % samples:
-                raise ConfigError(
-                    f"--align-samples {args.align_samples} is not a multiple of the heap's "
-                    f"{samples} samples"
-                )
-        elif args.sync_time is not None:
-            raise ConfigError("--sync-time needs --adc-sample-rate")
-        if args.descriptor_interval < 0:
-            raise ConfigError("--descriptor-interval must be >= 0")
+        settings.check()
+        if settings.katcp_host:
+            _check_katcp_host(settings.katcp_host)
+        if settings.main_affinity is not None and settings.main_affinity not in os.sched_getaffinity(0):
+            raise ConfigError(f"CPU core {settings.main_affinity} is not available")
     except ConfigError as exc:
         parser.error(str(exc))
-    return args
+    return settings
 
 
-class StartupError(Exception):
-    """dsim could not start (exit status 1)."""
-
-
-async def run(args: argparse.Namespace) -> None:
-    """Run the engine and katcp server until halted or signalled."""
+def _check_katcp_host(host: str) -> None:
+    """The katcp address must be this machine's (or 0.0.0.0): say so in words if not."""
+    if host in ("0.0.0.0", "::"):
+        return
     try:
-        engine = Engine(
-            args.transport,
-            args.heap_size,
-            wire_format=args.wire_format,
-            clock=args.clock,
-            descriptor_interval=args.descriptor_interval,
-        )
-    except ConfigError as exc:
-        raise StartupError(str(exc)) from None
-    server = DeviceServer(engine, args.katcp_host, args.katcp_port)
-    # Handle signals before announcing the port, so that a signal right after never kills us.
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _on_signal, server, sig)
-    try:
-        await server.start()
-    except OSError as exc:
-        await engine.close()
-        raise StartupError(
-            f"cannot listen for katcp on {args.katcp_host}:{args.katcp_port}: "
-            f"{os.strerror(exc.errno) if exc.errno else exc}"
+        resolve_interface(host)
+    except ConfigError:
+        raise ConfigError(
+            f"katcp host {host!r} is not an address of this machine (127.0.0.1 for this "
+            "machine only, 0.0.0.0 for every interface)"
         ) from None
-    if args.main_affinity is not None:
-        # After the engine made spead2's thread, which would otherwise inherit this.
-        os.sched_setaffinity(0, {args.main_affinity})
-    host, port = server.sockets[0].getsockname()[:2]
+
+
+async def run(settings: Settings) -> None:
+    """Run dsim until halted or signalled."""
+    simulator = Simulator(settings)
+    loop = asyncio.get_running_loop()
+    # Handle signals before announcing the port, so that a signal right after never kills us.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _on_signal, simulator, sig)
+    await simulator.start(connect_client=False)
+    engine = simulator.engine
+    assert engine is not None
+    host, port = simulator.katcp_address
     logger.info("katcp server listening on %s:%d", host, port)
+    if simulator.prometheus_port is not None:
+        logger.info("Prometheus metrics on port %d", simulator.prometheus_port)
     logger.info(
         "sending %s (%s format) to %s, heap size %d, packet size %d%s, rate %s",
-        args.transport.kind.value,
+        engine.transport.kind.value,
         engine.format.name,
-        ", ".join(str(d) for d in args.transport.destinations),
+        settings.destinations_text,
         engine.heap_size,
         engine.packet_size,
         (
-            " (one packet per heap)" if args.format == "meerkat"
-            else "" if args.packet_size else f" (picked, at most {args.max_packet_size})"
+            " (one packet per heap)" if settings.format == "meerkat"
+            else "" if settings.packet_size else f" (picked, at most {settings.max_packet_size})"
         ),
         f"{engine.rate:g} B/s" if engine.rate else "unlimited",
     )
-    if args.clock is not None:
+    logger.info("signal %s", engine.signal.canonical)
+    if engine.clock is not None:
         logger.info(
             "real time: ADC at %g Hz, sync time %.6f, captures aligned to %d samples",
-            args.clock.adc_sample_rate,
-            args.clock.sync_time,
-            args.clock.align_samples,
+            engine.clock.adc_sample_rate, engine.clock.sync_time, engine.clock.align_samples,
         )
-    _log_spead2_build(args.transport, engine.rate)
-    if args.start:
-        engine.start()
-    await server.join()
+    logger.info(
+        "spead2 %s sends UDP %s segmentation offload (GSO)",
+        spead2.__version__, "with" if spead2_uses_gso() else "without",
+    )
+    await simulator.join()
+    await simulator.stop()
     logger.info("shut down")
 
 
-def _log_spead2_build(transport: TransportConfig, rate: float) -> None:
-    """Say whether spead2 sends with GSO, and warn if speed matters and it does not."""
-    if transport.kind != TransportKind.UDP:
-        return
-    if spead2_uses_gso():
-        logger.info("spead2 %s sends UDP with segmentation offload (GSO)", spead2.__version__)
-        return
-    logger.info("spead2 %s sends UDP without segmentation offload (GSO)", spead2.__version__)
-    if rate == 0 or rate >= FAST_RATE:
-        logger.warning(
-            "at %s, spead2 without GSO (the PyPI wheel) can cap throughput at about half "
-            "of what the machine allows: scripts/build_spead2.sh builds it with GSO",
-            f"{rate:g} B/s" if rate else "unlimited rate",
-        )
+_signalled = False
 
 
-def _on_signal(server: DeviceServer, sig: signal.Signals) -> None:
-    logger.info("received %s, shutting down", sig.name)
-    server.halt()
+def _on_signal(simulator: Simulator, sig: signal.Signals) -> None:
+    global _signalled
+    if _signalled:
+        logger.warning("received %s again: exiting now", sig.name)
+        logging.shutdown()
+        os._exit(128 + sig.value)
+    _signalled = True
+    logger.info("received %s, shutting down (again to exit at once)", sig.name)
+    simulator.halt()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    settings = parse_args(argv)
     logging.basicConfig(
-        level=args.log_level,
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(run(args))
+        asyncio.run(run(settings))
     except StartupError as exc:
         print(f"dsim: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"dsim: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,24 +1,27 @@
 """The katcp device server: requests and sensors in front of the engine.
 
-It holds no send logic: each request validates its arguments, calls the
-:class:`~dsim.engine.Engine` and replies; sensors mirror the engine's
-statistics. Request docstrings are what ``?help`` shows.
+It holds no send logic: each request parses its arguments, calls the
+:class:`~dsim.engine.Engine` and replies; sensors mirror the engine. Request
+docstrings are what ``?help`` shows, so they are plain sentences that read
+well in a telnet session.
 """
 
 # No `from __future__ import annotations`: aiokatcp reads the request
 # handlers' annotations at class creation to decode arguments.
 import asyncio
+import inspect
 import logging
+import re
 import time
 from collections import Counter
+from typing import Any, Callable, Optional, TypeVar
 
 import aiokatcp
 from aiokatcp import DeviceStatus, FailReply, Sensor, SensorSampler
 
 from . import __version__
-from .engine import CaptureError, Engine
-from .errors import ConfigError
-from .layout import MAX_HEAP_SIZE
+from .engine import Engine
+from .errors import DsimError
 from .transport import spead2_uses_gso
 
 logger = logging.getLogger(__name__)
@@ -33,18 +36,22 @@ AUTO_MAX_PERIOD = 10.0
 TIME_LAG_WARN = 0.1
 #: send-errors stays in `warn` (device-status `degraded`) this long after an error.
 SEND_ERROR_HOLD = 10.0
+_DIGITS = re.compile(r"[0-9]+")
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def parse_positive_int(text: str, what: str, maximum: int | None = None) -> int:
-    """Parse a katcp argument as a positive integer, with a reason fit for ``!fail``."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise FailReply(f"{what} must be a positive integer, not {text!r}") from None
-    if value <= 0:
-        raise FailReply(f"{what} must be a positive integer, not {value}")
-    if maximum is not None and value > maximum:
-        raise FailReply(f"{what} must be at most {maximum}, not {value}")
+def parse_count(text: str, what: str, *, zero: bool = False) -> int:
+    """A katcp argument as a plain decimal integer (ASCII digits only), for ``!fail`` reasons.
+
+    ``+5``, ``1_0``, non-ASCII digits and katcp's empty argument ``\\@`` are
+    refused: Python's ``int()`` would take the first three.
+    """
+    if not _DIGITS.fullmatch(text):
+        kind = "a non-negative" if zero else "a positive"
+        raise FailReply(f"{what} must be {kind} integer (decimal digits), not {text!r}")
+    value = int(text)
+    if value == 0 and not zero:
+        raise FailReply(f"{what} must be a positive integer, not 0")
     return value
 
 
@@ -53,17 +60,23 @@ class DeviceStatusSensor(aiokatcp.SimpleAggregateSensor[DeviceStatus]):
 
     def __init__(self, target: aiokatcp.SensorSet) -> None:
         self._statuses: Counter[Sensor.Status] = Counter()
-        super().__init__(
-            target, DeviceStatus, "device-status", "Overall health of the simulator"
-        )
+        super().__init__(target, DeviceStatus, "device-status", "Overall health of the simulator")
 
     def aggregate_add(self, sensor: Sensor, reading: aiokatcp.Reading) -> bool:
         self._statuses[reading.status] += 1
-        return True
+        return self._changed()
 
     def aggregate_remove(self, sensor: Sensor, reading: aiokatcp.Reading) -> bool:
         self._statuses[reading.status] -= 1
-        return True
+        return self._changed()
+
+    def _changed(self) -> bool:
+        """Whether the aggregate differs from the current reading (so `auto` hears only news)."""
+        try:
+            current = (self.status, self.value)
+        except AttributeError:  # still being constructed
+            return True
+        return self.aggregate_compute() != current
 
     def aggregate_compute(self) -> tuple[Sensor.Status, DeviceStatus]:
         if self._statuses[Sensor.Status.ERROR] or self._statuses[Sensor.Status.FAILURE]:
@@ -73,103 +86,114 @@ class DeviceStatusSensor(aiokatcp.SimpleAggregateSensor[DeviceStatus]):
         return Sensor.Status.NOMINAL, DeviceStatus.OK
 
 
+def plain_help(func: _F) -> _F:
+    """Make a request's docstring a summary line and one paragraph, for ``?help``.
+
+    katcp sends the docstring as one escaped line: source indentation would
+    show as runs of ``\\_`` in a terminal. (A decorator, because aiokatcp
+    copies the docstring when the class is created.)
+    """
+    summary, _, body = inspect.cleandoc(func.__doc__ or "").partition("\n")
+    func.__doc__ = summary + ("\n" + " ".join(body.split()) if body.strip() else "")
+    return func
+
+
+def _update(sensor: Sensor, value: Any, status: Sensor.Status = Sensor.Status.NOMINAL) -> None:
+    """Set `sensor` only if its value or status changes, so `auto` subscribers hear news only."""
+    reading = sensor.reading
+    if reading.value != value or reading.status != status:
+        sensor.set_value(value, status)
+
+
 class DeviceServer(aiokatcp.DeviceServer):
     """Digitiser simulator: streams SPEAD heaps of ADC samples on request."""
 
-    VERSION = "dsim-1.0"
+    VERSION = "dsim-1.1"
     BUILD_STATE = f"dsim-{__version__}"
 
-    def __init__(self, engine: Engine, host: str, port: int, **kwargs: object) -> None:
-        super().__init__(host, port, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self, engine: Engine, host: str, port: int, *, destinations: str = "", **kwargs: Any
+    ) -> None:
+        super().__init__(host, port, **kwargs)
         self.engine = engine
         self._last_errors = 0
         self._last_error_time = -1e9
-        fast = {
-            "auto_strategy": SensorSampler.Strategy.EVENT_RATE,
-            "auto_strategy_parameters": (AUTO_MIN_PERIOD, AUTO_MAX_PERIOD),
-        }
+        fast = dict(
+            auto_strategy=SensorSampler.Strategy.EVENT_RATE,
+            auto_strategy_parameters=(AUTO_MIN_PERIOD, AUTO_MAX_PERIOD),
+        )
+        nominal = Sensor.Status.NOMINAL
         transport = engine.transport
-        destinations = ",".join(str(e) for e in transport.destinations)
-        if transport.inproc_queues:
-            destinations = "inproc"
-        self._capture_active = Sensor(
-            bool, "capture-active", "Whether heaps are being streamed", default=False,
-            initial_status=Sensor.Status.NOMINAL,
-        )
-        self._heaps = Sensor(
-            int, "transmitted-heaps", "Heaps sent since the process started", "heaps",
-            default=0, initial_status=Sensor.Status.NOMINAL, **fast,  # type: ignore[arg-type]
-        )
-        self._bytes = Sensor(
-            int, "transmitted-bytes", "Payload (sample) bytes sent since the process started",
-            "B", default=0, initial_status=Sensor.Status.NOMINAL, **fast,  # type: ignore[arg-type]
-        )
-        self._throughput = Sensor(
-            float, "throughput", "Payload bytes per second over about the last second",
-            "B/s", default=0.0, initial_status=Sensor.Status.NOMINAL,
-            **fast,  # type: ignore[arg-type]
-        )
-        self._heap_size = Sensor(
-            int, "heap-size", "Payload bytes (one byte per sample) per heap", "B",
-            default=engine.heap_size, initial_status=Sensor.Status.NOMINAL,
-        )
-        self._next_timestamp = Sensor(
-            int, "next-timestamp", "Timestamp (sample index) of the next heap to be sent",
-            "samples", default=0, initial_status=Sensor.Status.NOMINAL,
-            **fast,  # type: ignore[arg-type]
-        )
-        self._packet_size = Sensor(
-            int, "packet-size", "Maximum packet size in use for the current heap size", "B",
-            default=engine.packet_size, initial_status=Sensor.Status.NOMINAL,
-        )
-        self._rate = Sensor(
-            float, "rate", "Send rate on the wire in use, 0 = unlimited", "B/s",
-            default=engine.rate, initial_status=Sensor.Status.NOMINAL,
-        )
-        self._time_lag = Sensor(
-            float, "time-lag",
-            "Real time: seconds the stream trails the ADC clock (warn above 0.1 s)", "s",
-            default=0.0, initial_status=Sensor.Status.NOMINAL,
-            **fast,  # type: ignore[arg-type]
-        )
-        self._send_errors = Sensor(
-            int, "send-errors", "Failed batch sends since the process started (warn while recent)",
-            default=0, initial_status=Sensor.Status.NOMINAL,
-        )
-        constants: list[Sensor] = [
-            Sensor(str, "destinations", "Where heaps are sent (host:port, comma-separated)",
-                   default=destinations, initial_status=Sensor.Status.NOMINAL),
-            Sensor(str, "transport", "How heaps are sent (udp or ibverbs)",
-                   default=transport.kind.value, initial_status=Sensor.Status.NOMINAL),
-            Sensor(int, "max-packet-size",
-                   "Upper bound for automatic packet sizing (0 = sizes are forced)", "B",
-                   default=0 if transport.packet_size else transport.max_packet_size,
-                   initial_status=Sensor.Status.NOMINAL),
-            Sensor(bool, "spead2-gso",
-                   "Whether spead2 sends UDP with segmentation offload (GSO)",
-                   default=spead2_uses_gso(), initial_status=Sensor.Status.NOMINAL),
-            Sensor(str, "format", "Wire format (tutorial or meerkat)",
-                   default=engine.format.name, initial_status=Sensor.Status.NOMINAL),
-            Sensor(int, "sample-bits", "Bits per ADC sample", "bit",
-                   default=engine.format.sample_bits, initial_status=Sensor.Status.NOMINAL),
-            Sensor(int, "polarisations", "Streams (one per polarisation) sent per timestamp",
-                   default=engine.format.streams, initial_status=Sensor.Status.NOMINAL),
-            Sensor(float, "sync-time", "UNIX time of timestamp 0 (0 when free-running)", "s",
-                   default=engine.clock.sync_time if engine.clock else 0.0,
-                   initial_status=Sensor.Status.NOMINAL),
-            Sensor(float, "adc-sample-rate",
-                   "Simulated ADC sample rate (0 when free-running)", "Hz",
-                   default=engine.clock.adc_sample_rate if engine.clock else 0.0,
-                   initial_status=Sensor.Status.NOMINAL),
-        ]
-        sensors: list[Sensor] = [
-            self._capture_active, self._heaps, self._bytes, self._throughput,
-            self._heap_size, self._packet_size, self._rate, self._next_timestamp,
-            self._time_lag, self._send_errors,
-            *constants,
-        ]
-        for s in sensors:
+        fmt = engine.format
+        clock = engine.clock
+        settings = engine.signal_settings
+
+        def sensor(kind: type, name: str, description: str, units: str = "",
+                   default: Any = None, **extra: Any) -> Sensor:
+            s: Sensor = Sensor(kind, name, description, units, default=default,
+                               initial_status=nominal, **extra)
             self.sensors.add(s)
+            return s
+
+        self._capture_active = sensor(bool, "capture-active", "Whether heaps are being streamed",
+                                      default=False)
+        self._heaps = sensor(int, "transmitted-heaps", "Heaps sent since the process started",
+                             "heaps", 0, **fast)
+        self._bytes = sensor(int, "transmitted-bytes",
+                             "Payload (sample) bytes sent since the process started", "B", 0,
+                             **fast)
+        self._throughput = sensor(float, "throughput",
+                                  "Payload bytes per second over about the last second", "B/s",
+                                  0.0, **fast)
+        self._heap_size = sensor(int, "heap-size", "Payload bytes per heap", "B",
+                                 engine.heap_size)
+        self._next_timestamp = sensor(int, "next-timestamp",
+                                      "Timestamp (sample index) of the next heap to be sent",
+                                      "samples", 0, **fast)
+        self._packet_size = sensor(int, "packet-size",
+                                   "Maximum packet size in use for the current heap size", "B",
+                                   engine.packet_size)
+        self._rate = sensor(float, "rate", "Average send rate on the wire, 0 = unlimited", "B/s",
+                            engine.rate)
+        self._time_lag = sensor(float, "time-lag",
+                                "Real time: seconds the stream trails the ADC clock "
+                                "(warn above 0.1 s)", "s", 0.0, **fast)
+        self._send_errors = sensor(int, "send-errors",
+                                   "Failed batch sends since the process started "
+                                   "(warn while recent)", "", 0)
+        self._signals = sensor(str, "signals", "The signal in effect, every seed and rounded "
+                               "value spelled out (send it back to reproduce it)", "",
+                               engine.signal.canonical)
+        self._signals_orig = sensor(str, "signals-orig", "The signal as it was requested", "",
+                                    engine.signal.original)
+        self._period = sensor(int, "period", "Samples after which a signal window repeats",
+                              "samples", engine.period)
+        self._steady = sensor(int, "steady-state-timestamp",
+                              "Every heap at or after this timestamp reflects all requests so far",
+                              "samples", engine.steady_state_timestamp)
+        sensor(int, "max-period", "Largest signal period allowed", "samples",
+               settings.max_period)
+        sensor(str, "dither-seed", "Seed of the quantisation dither (an integer)", "",
+               str(settings.dither_seed))
+        sensor(str, "destinations", "Where heaps are sent (host:port, comma-separated)", "",
+               destinations or ",".join(str(e) for e in transport.destinations))
+        sensor(str, "transport", "How heaps are sent (udp, ibverbs or inproc)", "",
+               transport.kind.value)
+        sensor(int, "max-packet-size", "Upper bound for automatic packet sizing "
+               "(0 = sizes are forced)", "B",
+               0 if transport.packet_size else transport.max_packet_size)
+        sensor(bool, "spead2-gso", "Whether spead2 sends UDP with segmentation offload (GSO)",
+               "", spead2_uses_gso())
+        sensor(str, "format", "Wire format (tutorial or meerkat)", "", fmt.name)
+        sensor(int, "sample-bits", "Bits per ADC sample", "bit", fmt.sample_bits)
+        sensor(int, "polarisations", "Streams (one per polarisation) sent per timestamp", "",
+               fmt.n_pols)
+        sensor(bool, "real-time", "Whether the stream follows a real-time ADC clock", "",
+               clock is not None)
+        sensor(float, "sync-time", "UNIX time of timestamp 0 (0 when free-running)", "s",
+               clock.sync_time if clock else 0.0)
+        sensor(float, "adc-sample-rate", "ADC sample rate signal frequencies are read against "
+               "(real time: the clock's; free-running: nominal)", "Hz", engine.sample_rate)
         self.sensors.add(DeviceStatusSensor(self.sensors))
         engine.add_listener(self.update_sensors)
 
@@ -187,61 +211,65 @@ class DeviceServer(aiokatcp.DeviceServer):
             await asyncio.sleep(SENSOR_PERIOD)
 
     def update_sensors(self) -> None:
-        """Copy the engine's statistics into the sensors."""
-        stats = self.engine.statistics()
-        now = time.time()
-        self._capture_active.set_value(
-            stats.capturing,
-            Sensor.Status.ERROR if self.engine.failure is not None else Sensor.Status.NOMINAL,
-            timestamp=now,
-        )
-        self._heaps.set_value(stats.heaps, timestamp=now)
-        self._bytes.set_value(stats.bytes, timestamp=now)
-        self._throughput.set_value(stats.throughput, timestamp=now)
-        self._heap_size.set_value(stats.heap_size, timestamp=now)
-        self._packet_size.set_value(stats.packet_size, timestamp=now)
-        self._rate.set_value(self.engine.rate, timestamp=now)
+        """Copy the engine's state into the sensors (those that changed)."""
+        engine = self.engine
+        stats = engine.statistics()
+        error = Sensor.Status.ERROR if engine.failure is not None else Sensor.Status.NOMINAL
+        _update(self._capture_active, stats.capturing, error)
+        _update(self._heaps, stats.heaps)
+        _update(self._bytes, stats.bytes)
+        _update(self._throughput, stats.throughput)
+        _update(self._heap_size, stats.heap_size)
+        _update(self._packet_size, stats.packet_size)
+        _update(self._rate, engine.rate)
         lag = stats.time_lag or 0.0
-        self._time_lag.set_value(
-            lag, Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL,
-            timestamp=now,
-        )
-        self._next_timestamp.set_value(stats.next_timestamp, timestamp=now)
+        _update(self._time_lag, lag,
+                Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL)
+        _update(self._next_timestamp, stats.next_timestamp)
         if stats.send_errors != self._last_errors:
             self._last_errors = stats.send_errors
             self._last_error_time = time.monotonic()
         recent = time.monotonic() - self._last_error_time < SEND_ERROR_HOLD
-        self._send_errors.set_value(
-            stats.send_errors,
-            Sensor.Status.WARN if recent else Sensor.Status.NOMINAL,
-            timestamp=now,
-        )
+        _update(self._send_errors, stats.send_errors,
+                Sensor.Status.WARN if recent else Sensor.Status.NOMINAL)
+        _update(self._signals, engine.signal.canonical)
+        _update(self._signals_orig, engine.signal.original)
+        _update(self._period, engine.period)
+        _update(self._steady, engine.steady_state_timestamp)
 
+    @plain_help
     async def request_time(self, ctx: aiokatcp.RequestContext) -> float:
         """Return the server's UNIX time (to compare with sync-time and timestamps)."""
         return time.time()
 
-    async def request_capture_start(self, ctx: aiokatcp.RequestContext, heaps: str = "") -> int:
-        """Start streaming (with a count: that many heaps, then stop); replies the first timestamp.
+    @plain_help
+    async def request_capture_start(
+        self, ctx: aiokatcp.RequestContext, heaps: Optional[str] = None,
+        timestamp: Optional[str] = None,
+    ) -> int:
+        """Start streaming; replies with the timestamp of the first heap.
 
-        Parameters
-        ----------
-        heaps : int, optional
-            Number of heaps to send per polarisation (meerkat format: per
-            destination); without it the capture runs until ?capture-stop.
-            In real time the first timestamp is the next aligned sample after
-            now, and sending starts at its time.
+        With a heap count, sends exactly that many heaps per polarisation and
+        stops by itself (0: no limit, so that a timestamp can follow). With a timestamp, the capture starts exactly there (a
+        heap boundary not yet passed; in real time, not in the past), so that
+        several simulators can start on the same sample. In real time without
+        one, it starts at the next aligned sample after now. Fails if a capture
+        is running (which carries on).
         """
-        count = parse_positive_int(heaps, "heap count") if heaps else None
+        count = None if heaps is None else parse_count(heaps, "heap count", zero=True)
+        first = None if timestamp is None else parse_count(timestamp, "timestamp", zero=True)
         try:
-            return self.engine.start(count)
-        except CaptureError as exc:
+            return self.engine.start(count or None, first)
+        except DsimError as exc:
             raise FailReply(str(exc)) from None
 
+    @plain_help
     async def request_capture_stop(self, ctx: aiokatcp.RequestContext) -> int:
-        """Stop once heaps in flight and the end-of-stream heap are sent; replies heaps sent.
+        """Stop streaming; replies with the heaps the capture sent.
 
-        Without a capture this succeeds at once and sends nothing.
+        Heaps already handed to the network are sent (and the end-of-stream
+        heaps, where the format has them); nothing else is. Without a capture
+        this succeeds at once and sends nothing.
         """
         try:
             heaps = await self.engine.stop()
@@ -250,25 +278,52 @@ class DeviceServer(aiokatcp.DeviceServer):
         self.update_sensors()
         return heaps
 
+    @plain_help
     async def request_heap_size(
-        self, ctx: aiokatcp.RequestContext, size: str = ""
+        self, ctx: aiokatcp.RequestContext, size: Optional[str] = None
     ) -> tuple[int, int] | int:
-        """Query or set the heap size in bytes; when set, replies with it and its first timestamp.
+        """Query or set the payload bytes per heap; when set, also replies the first timestamp.
 
-        Parameters
-        ----------
-        size : int, optional
-            New payload bytes per heap (one byte per sample), 1 to 67108864.
-            While streaming it takes effect at the next batch boundary, with
-            no gap in the timestamps. Without it, the current size is returned.
+        While streaming, the new size takes effect at the next batch boundary:
+        in the tutorial format with counter() the timestamps continue with no
+        gap, otherwise at the next multiple of the new heap's samples. The size
+        must suit the format (meerkat: whole groups of samples in one packet)
+        and, for a signal window, divide its period.
         """
-        if not size:
+        if size is None:
             return self.engine.heap_size
-        value = parse_positive_int(size, "heap size", MAX_HEAP_SIZE)
+        value = parse_count(size, "heap size")
         try:
             timestamp = await self.engine.set_heap_size(value)
-        except ConfigError as exc:
+        except DsimError as exc:
             raise FailReply(str(exc)) from None
         self.update_sensors()
         return value, timestamp
+
+    @plain_help
+    async def request_signals(
+        self, ctx: aiokatcp.RequestContext, spec: str, period: Optional[str] = None,
+        timestamp: Optional[str] = None,
+    ) -> int:
+        """Set the signal of each polarisation; replies with the first timestamp carrying it.
+
+        The spec is one statement per polarisation, each ending in a semicolon,
+        e.g. "cw(0.5, 200e6) + wgn(0.05); cw(0.5, 200e6) + wgn(0.05);" or
+        "c = wgn(0.1, 1); nodither(c); nodither(delay(c, 2.5));". Functions:
+        cw, multicw, comb, wgn, delay, nodither, counter. The window repeats
+        every period samples (default: the current period). The switch happens
+        at the next batch boundary, or exactly at the given timestamp. A bad
+        spec fails and changes nothing.
+        """
+        from .signals import parse
+
+        window = None if period is None else parse_count(period, "period")
+        at = None if timestamp is None else parse_count(timestamp, "timestamp", zero=True)
+        try:
+            program = parse(spec)
+            first = await self.engine.set_signals(program, window, at)
+        except DsimError as exc:
+            raise FailReply(str(exc)) from None
+        self.update_sensors()
+        return first
 
