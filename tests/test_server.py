@@ -1,163 +1,163 @@
-"""The katcp server over real TCP, with aiokatcp.Client and with raw typed lines."""
+"""The katcp server over real TCP: with aiokatcp.Client, and with raw lines as a person types."""
 
 # No `from __future__ import annotations`: aiokatcp decodes inform callback
 # arguments from their annotations.
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiokatcp
 import pytest
 
-from dsim.engine import Engine
-from dsim.server import DeviceServer
-from dsim.transport import Endpoint, TransportConfig, spead2_uses_gso
+from dsim import Simulator
+from dsim.transport import spead2_uses_gso
 
-from .helpers import Receiver, check_contiguous, udp_socket
-
-RATE = 50e6  # 12 000 heaps/s: well within what the Python test receiver decodes
-TIMEOUT = 10.0
-
-
-@dataclass
-class Setup:
-    engine: Engine
-    server: DeviceServer
-    receiver: Receiver
-    port: int  # katcp
+from .conftest import TEST_RATE, Sink
+from .support import TIMEOUT, check_contiguous, check_counter
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[Setup]:
-    sock = udp_socket()
-    receiver = Receiver(sock)
-    config = TransportConfig(destinations=[Endpoint("127.0.0.1", sock.getsockname()[1])], rate=RATE)
-    engine = Engine(config, heap_size=4096)
-    server = DeviceServer(engine, "127.0.0.1", 0)
-    await server.start()
-    yield Setup(engine, server, receiver, server.sockets[0].getsockname()[1])
-    await server.stop()
-    receiver.close()
-    sock.close()
+async def sim(sink: Sink) -> AsyncIterator[Simulator]:
+    async with Simulator(destinations=[sink.dest], rate=TEST_RATE, heap_size=4096) as simulator:
+        yield simulator
 
 
-@pytest.fixture
-async def client(setup: Setup) -> AsyncIterator[aiokatcp.Client]:
+async def raw_sensor(sim: Simulator, name: str) -> bytes:
     async with asyncio.timeout(TIMEOUT):
-        client = await aiokatcp.Client.connect("127.0.0.1", setup.port)
-    yield client
-    client.close()
-    await client.wait_closed()
-
-
-async def request(client: aiokatcp.Client, name: str, *args: object) -> list[bytes]:
-    async with asyncio.timeout(TIMEOUT):
-        reply, _ = await client.request(name, *args)
-    return reply
-
-
-async def sensor(client: aiokatcp.Client, name: str) -> bytes:
-    async with asyncio.timeout(TIMEOUT):
-        _, informs = await client.request("sensor-value", name)
+        _, informs = await sim.client.request("sensor-value", name)
     return informs[0].arguments[4]
 
 
-async def test_bounded_capture_and_sensors_agree(setup: Setup, client: aiokatcp.Client) -> None:
-    assert await request(client, "capture-start", 500) == [b"0"]
-    assert await sensor(client, "capture-active") == b"1"
-    await setup.engine.wait_capture()
-    received = await setup.receiver.collect()
+async def test_bounded_capture_and_sensors_agree(sim: Simulator, sink: Sink) -> None:
+    assert await sim.capture_start(500) == 0
+    assert await sim.sensor("capture-active") is True
+    assert sim.engine is not None
+    await sim.engine.wait_capture()
+    received = await sink.receiver.collect()
     assert received.ends == 1 and len(received.heaps) == 500
-    check_contiguous(received.heaps)
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
     # Exactly right at the end of the capture, without waiting for a refresh.
-    assert await sensor(client, "transmitted-heaps") == b"500"
-    assert await sensor(client, "transmitted-bytes") == str(500 * 4096).encode()
-    assert await sensor(client, "next-timestamp") == str(500 * 4096).encode()
-    assert await sensor(client, "capture-active") == b"0"
-    assert await sensor(client, "throughput") == b"0.0"
-    assert await sensor(client, "device-status") == b"ok"
+    assert await sim.sensor("transmitted-heaps") == 500
+    assert await sim.sensor("transmitted-bytes") == 500 * 4096
+    assert await sim.sensor("next-timestamp") == 500 * 4096
+    assert await sim.sensor("capture-active") is False
+    assert await sim.sensor("throughput") == 0.0
+    assert await raw_sensor(sim, "device-status") == b"ok"
 
 
-async def test_capture_stop_mid_stream(setup: Setup, client: aiokatcp.Client) -> None:
-    await request(client, "capture-start")
+async def test_capture_stop_mid_stream(sim: Simulator, sink: Sink) -> None:
+    await sim.capture_start()
     await asyncio.sleep(1.2)
-    assert float(await sensor(client, "throughput")) > 0.5 * RATE
-    reply = await request(client, "capture-stop")
-    sent = int(reply[0])
-    received = await setup.receiver.collect()
+    assert await sim.sensor("throughput") > 0.5 * TEST_RATE
+    sent = await sim.capture_stop()
+    received = await sink.receiver.collect()
     assert received.ends == 1
     assert len(received.heaps) == sent > 0
-    assert await sensor(client, "transmitted-heaps") == str(sent).encode()
+    assert await sim.sensor("transmitted-heaps") == sent
     # Idempotent: ok again, and no second end-of-stream heap.
-    assert await request(client, "capture-stop") == [b"0"]
-    assert (await setup.receiver.collect(idle_timeout=0.3)).ends == 1
+    assert await sim.capture_stop() == 0
+    assert (await sink.receiver.collect(idle_timeout=0.3)).ends == 1
 
 
-async def test_heap_size_while_streaming(setup: Setup, client: aiokatcp.Client) -> None:
-    assert await request(client, "heap-size") == [b"4096"]
-    await request(client, "capture-start")
+async def test_heap_size_while_streaming(sim: Simulator, sink: Sink) -> None:
+    assert await sim.request("heap-size") == [b"4096"]
+    await sim.capture_start()
     await asyncio.sleep(0.1)
-    size, first = await request(client, "heap-size", 6000)
-    assert size == b"6000"
+    first = await sim.set_heap_size(6000)
+    assert await sim.sensor("steady-state-timestamp") == first
     await asyncio.sleep(0.1)
-    await request(client, "capture-stop")
-    received = await setup.receiver.collect()
-    check_contiguous(received.heaps)
-    change = [h.samples for h in received.heaps].index(6000)
-    assert received.heaps[change].timestamp == int(first)
-    assert await sensor(client, "heap-size") == b"6000"
-    assert await request(client, "heap-size") == [b"6000"]
+    await sim.capture_stop()
+    received = await sink.receiver.collect()
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
+    change = [len(h.samples) for h in received.heaps].index(6000)
+    assert received.heaps[change].timestamp == first
+    assert await sim.sensor("heap-size") == 6000
+    assert sim.heap_size == 6000
 
 
-async def test_event_rate_sampling_while_streaming(setup: Setup, client: aiokatcp.Client) -> None:
+async def test_a_capture_starts_at_an_exact_timestamp(sim: Simulator, sink: Sink) -> None:
+    assert await sim.capture_start(20, 4096 * 100) == 4096 * 100
+    assert sim.engine is not None
+    await sim.engine.wait_capture()
+    with pytest.raises(aiokatcp.FailReply, match="has passed"):
+        await sim.capture_start(5, 0)
+    # 0 heaps = no limit, so that a timestamp can follow.
+    assert await sim.capture_start(0, 4096 * 500) == 4096 * 500
+    await asyncio.sleep(0.1)
+    assert sim.engine.capturing
+    await sim.capture_stop()
+    received = await sink.receiver.collect(ends=2)
+    assert received.timestamps[:20] == [4096 * (100 + i) for i in range(20)]
+    assert received.timestamps[20] == 4096 * 500
+    check_counter(received.heaps)
+
+
+async def test_event_rate_sampling_while_streaming(sim: Simulator) -> None:
     updates: list[int] = []
 
     def on_status(timestamp: bytes, count: bytes, name: bytes, status: bytes, value: bytes) -> None:
         if name == b"transmitted-heaps":
             updates.append(int(value))
 
-    client.add_inform_callback("sensor-status", on_status)
-    await request(client, "sensor-sampling", "transmitted-heaps", "event-rate", 0.2, 5)
-    await request(client, "capture-start")
+    sim.client.add_inform_callback("sensor-status", on_status)
+    await sim.request("sensor-sampling", "transmitted-heaps", "event-rate", 0.2, 5)
+    await sim.capture_start()
     await asyncio.sleep(2.0)
-    await request(client, "capture-stop")
+    await sim.capture_stop()
     await asyncio.sleep(0.3)
     # A few updates a second (not thousands), increasing, the last one exact.
     assert 4 <= len(updates) <= 15
     assert updates == sorted(updates)
-    assert updates[-1] == setup.engine.statistics().heaps
+    assert sim.engine is not None and updates[-1] == sim.engine.statistics().heaps
 
 
-async def test_auto_strategy_is_rate_limited(setup: Setup, client: aiokatcp.Client) -> None:
+async def test_auto_sampling_reports_only_changes(sim: Simulator) -> None:
+    """Unchanging sensors are not repeated; counters update at most twice a second."""
     updates: list[bytes] = []
-    client.add_inform_callback("sensor-status", lambda *args: updates.append(args[2]))
-    await request(client, "sensor-sampling", "transmitted-bytes", "auto")
-    await request(client, "capture-start")
+    sim.client.add_inform_callback("sensor-status", lambda *args: updates.append(args[2]))
+    for name in ("device-status", "signals", "heap-size", "transmitted-bytes", "capture-active"):
+        await sim.request("sensor-sampling", name, "auto")
+    initial = len(updates)
+    await sim.capture_start()
     await asyncio.sleep(2.0)
-    await request(client, "capture-stop")
-    assert 2 <= updates.count(b"transmitted-bytes") <= 8
+    await sim.capture_stop()
+    await asyncio.sleep(0.6)
+    assert initial == 5  # one reading each on subscribing
+    assert updates.count(b"device-status") == 1
+    assert updates.count(b"signals") == 1
+    assert updates.count(b"heap-size") == 1
+    assert updates.count(b"capture-active") == 3  # subscribe, start, stop
+    assert 3 <= updates.count(b"transmitted-bytes") <= 9
 
 
-async def test_constant_sensors(setup: Setup, client: aiokatcp.Client) -> None:
-    port = setup.engine.transport.destinations[0].port
-    assert await sensor(client, "destinations") == f"127.0.0.1:{port}".encode()
-    assert await sensor(client, "transport") == b"udp"
-    assert await sensor(client, "packet-size") == b"8972"  # a 4096-byte heap fits one packet
-    assert await sensor(client, "max-packet-size") == b"8972"
-    assert await sensor(client, "spead2-gso") == (b"1" if spead2_uses_gso() else b"0")
-    assert float(await sensor(client, "rate")) == RATE
-    assert await sensor(client, "send-errors") == b"0"
+async def test_constant_sensors(sim: Simulator, sink: Sink) -> None:
+    assert await sim.sensor("destinations") == sink.dest
+    assert await sim.sensor("transport") == "udp"
+    assert await sim.sensor("packet-size") == 8972  # a 4096-byte heap fits one packet
+    assert await sim.sensor("max-packet-size") == 8972
+    assert await sim.sensor("spead2-gso") is spead2_uses_gso()
+    assert await sim.sensor("rate") == pytest.approx(TEST_RATE)
+    assert await sim.sensor("send-errors") == 0
+    assert await sim.sensor("signals") == "counter();"
+    assert await sim.sensor("signals-orig") == "counter();"
+    assert await sim.sensor("real-time") is False
+    assert await sim.sensor("adc-sample-rate") == 1712e6  # the nominal rate, free-running
+    assert await sim.sensor("period") == 1 << 25
+    assert await sim.sensor("max-period") == 1 << 27
+    assert int(await sim.sensor("dither-seed")) >= 0
 
 
-async def test_device_status_follows_sensor_statuses(setup: Setup, client: aiokatcp.Client) -> None:
-    errors = setup.server.sensors["send-errors"]
+async def test_device_status_follows_sensor_statuses(sim: Simulator) -> None:
+    assert sim.server is not None
+    errors = sim.server.sensors["send-errors"]
     errors.set_value(3, aiokatcp.Sensor.Status.WARN)
-    assert await sensor(client, "device-status") == b"degraded"
+    assert await raw_sensor(sim, "device-status") == b"degraded"
     errors.set_value(3, aiokatcp.Sensor.Status.NOMINAL)
-    assert await sensor(client, "device-status") == b"ok"
-    setup.server.sensors["capture-active"].set_value(False, aiokatcp.Sensor.Status.ERROR)
-    assert await sensor(client, "device-status") == b"fail"
+    assert await raw_sensor(sim, "device-status") == b"ok"
+    sim.server.sensors["capture-active"].set_value(False, aiokatcp.Sensor.Status.ERROR)
+    assert await raw_sensor(sim, "device-status") == b"fail"
 
 
 # --------------------------------------------------------------------------- raw lines
@@ -186,8 +186,8 @@ class Typist:
 
 
 @pytest.fixture
-async def typist(setup: Setup) -> AsyncIterator[Typist]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", setup.port)
+async def typist(sim: Simulator) -> AsyncIterator[Typist]:
+    reader, writer = await asyncio.open_connection(*sim.katcp_address)
     async with asyncio.timeout(TIMEOUT):
         for _ in range(3):  # #version-connect lines
             assert (await reader.readline()).startswith(b"#version-connect")
@@ -195,98 +195,96 @@ async def typist(setup: Setup) -> AsyncIterator[Typist]:
     writer.close()
 
 
-async def test_a_telnet_session(setup: Setup, typist: Typist) -> None:
+async def test_a_telnet_session(sim: Simulator, sink: Sink, typist: Typist) -> None:
     lines = await typist.type("?help")
     assert lines[-1] == f"!help ok {len(lines) - 1}"
     helps = {line.split(" ")[1]: line for line in lines[:-1]}
     assert helps["capture-start"].startswith(r"#help capture-start Start\_streaming")
-    assert "capture-stop" in helps and "heap-size" in helps
+    assert "capture-stop" in helps and "heap-size" in helps and "signals" in helps
+    engine = sim.engine
+    assert engine is not None
 
     assert (await typist.type("?capture-start"))[-1] == "!capture-start ok 0"
     assert (await typist.type("?capture-start"))[-1] == (
         r"!capture-start fail capture\_already\_in\_progress"
     )
-    assert setup.engine.capturing  # the running capture is unaffected
+    assert engine.capturing  # the running capture is unaffected
 
-    value = (await typist.type("?sensor-value transmitted-heaps"))
+    value = await typist.type("?sensor-value transmitted-heaps")
     assert value[0].split(" ")[3:5] == ["transmitted-heaps", "nominal"]
     assert value[-1] == "!sensor-value ok 1"
 
     assert (await typist.type("?heap-size banana"))[-1] == (
-        r"!heap-size fail heap\_size\_must\_be\_a\_positive\_integer,\_not\_'banana'"
-    )
-    assert (await typist.type("?heap-size -1"))[-1] == (
-        r"!heap-size fail heap\_size\_must\_be\_a\_positive\_integer,\_not\_-1"
+        r"!heap-size fail heap\_size\_must\_be\_a\_positive\_integer\_(decimal\_digits),"
+        r"\_not\_'banana'"
     )
     assert (await typist.type("?heap-size 999999999999"))[-1] == (
-        r"!heap-size fail heap\_size\_must\_be\_at\_most\_67108864,\_not\_999999999999"
-    )
-    assert (await typist.type("?capture-start -5"))[-1] == (
-        r"!capture-start fail heap\_count\_must\_be\_a\_positive\_integer,\_not\_-5"
+        r"!heap-size fail heap\_size\_999999999999\_exceeds\_the\_maximum\_of\_67108864\_bytes"
     )
     unknown = (await typist.type("?frobnicate"))[-1]
     assert unknown == r"!frobnicate invalid unknown\_request\_frobnicate"
     junk = await typist.type("hello there")
     assert junk[-1].startswith("#log error")
-    assert setup.engine.capturing and setup.engine.heap_size == 4096
+    assert engine.capturing and engine.heap_size == 4096
 
     stop = (await typist.type("?capture-stop"))[-1].split(" ")
     assert stop[:2] == ["!capture-stop", "ok"]
     sent = int(stop[2])
     assert (await typist.type("?capture-stop"))[-1] == "!capture-stop ok 0"
-    received = await setup.receiver.collect(idle_timeout=0.5)
+    received = await sink.receiver.collect(idle_timeout=0.5)
     assert received.ends == 1 and len(received.heaps) == sent
-    check_contiguous(received.heaps)
+    check_contiguous(received.heaps, 0)
 
     # Still serving, and the stream still flows.
     assert (await typist.type("?capture-start 10"))[-1] == f"!capture-start ok {sent * 4096}"
-    assert (await typist.type("?capture-start 0"))[-1].startswith("!capture-start fail")
-    await setup.engine.wait_capture()
-    received = await setup.receiver.collect(ends=2)
+    await engine.wait_capture()
+    received = await sink.receiver.collect(ends=2)
     assert received.ends == 2 and len(received.heaps) == sent + 10
 
 
-async def test_bad_heap_counts(setup: Setup, typist: Typist) -> None:
-    assert (await typist.type("?capture-start 0"))[-1] == (
-        r"!capture-start fail heap\_count\_must\_be\_a\_positive\_integer,\_not\_0"
-    )
-    assert (await typist.type("?capture-start many"))[-1] == (
-        r"!capture-start fail heap\_count\_must\_be\_a\_positive\_integer,\_not\_'many'"
-    )
-    assert not setup.engine.capturing
+@pytest.mark.parametrize(
+    "argument",
+    ["\\@", "+5", "1_0", "-5", "many", "\u0661\u0662", "5.0", "0x10"],
+)
+async def test_heap_counts_are_plain_decimal_digits(
+    sim: Simulator, typist: Typist, argument: str
+) -> None:
+    reply = (await typist.type(f"?capture-start {argument}"))[-1]
+    assert reply.startswith(r"!capture-start fail heap\_count\_must\_be")
+    assert sim.engine is not None and not sim.engine.capturing
+    assert (await typist.type("?heap-size " + argument))[-1].startswith("!heap-size fail")
+    assert sim.heap_size == 4096
 
 
-async def test_meerkat_real_time_sensors_and_time_request() -> None:
-    from dsim import layout
-    from dsim.engine import Clock
+async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
+    for name in ("capture-start", "capture-stop", "heap-size", "signals", "time"):
+        (line, reply) = await typist.type(f"?help {name}")
+        assert reply == f"!help ok 1"
+        assert "----" not in line  # no numpydoc underlines
+        assert r"\_\_" not in line  # no runs of escaped spaces (indentation)
 
+
+async def test_meerkat_real_time_sensors_and_time_request(sinks: object) -> None:
     sync = time.time() - 10.0
-    engine = Engine(
-        TransportConfig(destinations=[Endpoint("127.0.0.1", 7148), Endpoint("127.0.0.1", 7149)]),
-        wire_format=layout.MeerkatFormat(2, 10),
-        clock=Clock(1e6, sync, align_samples=1 << 16),
-    )
-    server = DeviceServer(engine, "127.0.0.1", 0)
-    await server.start()
-    client = await aiokatcp.Client.connect("127.0.0.1", server.sockets[0].getsockname()[1])
-    try:
-        assert await sensor(client, "format") == b"meerkat"
-        assert await sensor(client, "sample-bits") == b"10"
-        assert await sensor(client, "polarisations") == b"2"
-        assert float(await sensor(client, "sync-time")) == pytest.approx(sync)
-        assert float(await sensor(client, "adc-sample-rate")) == 1e6
-        assert float(await sensor(client, "rate")) == pytest.approx(1e6 / 4096 * 5192 * 2)
-        assert await request(client, "heap-size") == [b"5120"]
-        (now,) = await request(client, "time")
+    async with Simulator(
+        destinations=["127.0.0.1:7148", "127.0.0.1:7149"], format="meerkat",
+        adc_sample_rate=1e6, sync_time=sync, align_samples=1 << 16,
+    ) as sim:
+        assert await sim.sensor("format") == "meerkat"
+        assert await sim.sensor("sample-bits") == 10
+        assert await sim.sensor("polarisations") == 2
+        assert await sim.sensor("sync-time") == pytest.approx(sync)
+        assert await sim.sensor("adc-sample-rate") == 1e6
+        assert await sim.sensor("real-time") is True
+        assert await sim.sensor("rate") == pytest.approx(1e6 / 4096 * 5192 * 2)
+        assert await sim.request("heap-size") == [b"5120"]
+        (now,) = await sim.request("time")
         assert abs(float(now) - time.time()) < 1.0
         with pytest.raises(aiokatcp.FailReply, match="whole groups of 10-bit samples"):
-            await request(client, "heap-size", 5121)
-        (first,) = await request(client, "capture-start", 10)
-        assert int(first) % (1 << 16) == 0
-        assert -0.2 < sync + int(first) / 1e6 - time.time() < 0.3  # next 2^16 samples: 65 ms
-        await engine.wait_capture()
-        assert await sensor(client, "transmitted-heaps") == b"20"
-    finally:
-        client.close()
-        await client.wait_closed()
-        await server.stop()
+            await sim.set_heap_size(5121)
+        first = await sim.capture_start(10)
+        assert first % (1 << 16) == 0
+        assert -0.2 < sync + first / 1e6 - time.time() < 0.3  # next 2^16 samples: 65 ms
+        assert sim.engine is not None
+        await sim.engine.wait_capture()
+        assert await sim.sensor("transmitted-heaps") == 20

@@ -1,0 +1,223 @@
+"""What the tests share: a real spead2 receiver, a dsim process, and pattern checks.
+
+Fixtures that use these live in ``conftest.py``; test modules import only
+from here, never from each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import spead2
+import spead2.recv
+import spead2.recv.asyncio
+
+from dsim import packing
+from dsim.spead import (
+    ADC_SAMPLES_ID,
+    DIGITISER_ID_ID,
+    DIGITISER_STATUS_ID,
+    TIMESTAMP_ID,
+    wrap_signed,
+)
+
+KATCPCMD = Path(sys.executable).with_name("katcpcmd")
+#: Seconds any single wait in a test may take before it counts as a hang.
+TIMEOUT = 20.0
+
+
+@dataclass
+class ReceivedHeap:
+    timestamp: int
+    cnt: int
+    samples: np.ndarray  # signed sample values
+    payload: bytes  # the samples as sent
+    digitiser_id: int | None = None
+    status: int | None = None
+
+
+@dataclass
+class Received:
+    heaps: list[ReceivedHeap] = field(default_factory=list)
+    ends: int = 0
+    descriptor_heaps: int = 0
+    descriptor_cnts: list[int] = field(default_factory=list)
+    incomplete: int = 0
+
+    @property
+    def timestamps(self) -> list[int]:
+        return [h.timestamp for h in self.heaps]
+
+    def of(self, digitiser_id: int) -> list[ReceivedHeap]:
+        """The heaps of one polarisation."""
+        return [h for h in self.heaps if h.digitiser_id == digitiser_id]
+
+
+class Receiver:
+    """A spead2 receive stream on a UDP socket or an in-process queue.
+
+    A background task takes heaps off the stream as they arrive, decoding
+    both formats (meerkat samples are unpacked with `sample_bits`), so a long
+    capture never backs up into the socket; :meth:`collect` waits for them.
+    """
+
+    def __init__(
+        self, source: socket.socket | spead2.InprocQueue, sample_bits: int = 10,
+        max_packet: int = 9200,
+    ) -> None:
+        self.thread_pool = spead2.ThreadPool()
+        self.stream = spead2.recv.asyncio.Stream(
+            self.thread_pool,
+            spead2.recv.StreamConfig(max_heaps=8, stop_on_stop_item=False),
+            spead2.recv.RingStreamConfig(heaps=1024),
+        )
+        if isinstance(source, spead2.InprocQueue):
+            self.stream.add_inproc_reader(source)
+        else:
+            self.stream.add_udp_reader(source, max_size=max_packet)
+        self.sample_bits = sample_bits
+        self._described_size: int | None = None  # adc_samples bytes, from the descriptors
+        self.received = Received()
+        self._changed = asyncio.Condition()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for heap in self.stream:
+            self._add(heap)
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def collect(self, ends: int = 1, idle_timeout: float = 3.0,
+                      heaps: int | None = None) -> Received:
+        """Wait for `ends` end-of-stream heaps (or `heaps` data heaps), or `idle_timeout` of quiet."""
+        received = self.received
+        while not self._task.done():
+            if heaps is not None and len(received.heaps) >= heaps:
+                break
+            if heaps is None and received.ends >= ends:
+                break
+            try:
+                async with asyncio.timeout(idle_timeout), self._changed:
+                    await self._changed.wait()
+            except TimeoutError:
+                break
+        return received
+
+    def _add(self, heap: spead2.recv.Heap) -> None:
+        if heap.is_end_of_stream():
+            self.received.ends += 1
+            return
+        for raw_descriptor in heap.get_descriptors():
+            descriptor = spead2.Descriptor.from_raw(raw_descriptor, heap.flavour)
+            if descriptor.id == ADC_SAMPLES_ID and descriptor.shape:
+                self._described_size = int(descriptor.shape[0] or 0)
+        items = {item.id: item for item in heap.get_items()}
+        if not items:
+            self.received.descriptor_heaps += 1
+            self.received.descriptor_cnts.append(heap.cnt)
+            return
+        timestamp = items[TIMESTAMP_ID].immediate_value
+        raw = items[ADC_SAMPLES_ID]
+        if DIGITISER_ID_ID in items:
+            payload = bytes(memoryview(raw))
+            samples = packing.unpack(np.frombuffer(payload, np.uint8), self.sample_bits)
+            self.received.heaps.append(ReceivedHeap(
+                timestamp, heap.cnt, np.asarray(samples), payload,
+                items[DIGITISER_ID_ID].immediate_value, items[DIGITISER_STATUS_ID].immediate_value,
+            ))
+        else:
+            payload = bytes(memoryview(raw))
+            if raw.is_immediate:  # short heaps travel in the pointer, right-aligned
+                size = self._described_size or 6
+                payload = raw.immediate_value.to_bytes(6, "big")[6 - size :]
+            samples = np.frombuffer(payload, np.int8).astype(np.int64)
+            self.received.heaps.append(ReceivedHeap(timestamp, heap.cnt, samples, payload))
+
+    def close(self) -> None:
+        self.received.incomplete = self.stream.stats["incomplete_heaps_evicted"]
+        self.stream.stop()
+        self._task.cancel()
+
+
+def counter_value(timestamp: int, heap_samples: int, bits: int = 8) -> int:
+    """What every sample of a counter() heap holds."""
+    return int(wrap_signed(timestamp // heap_samples, bits))
+
+
+def check_counter(heaps: list[ReceivedHeap], bits: int = 8) -> None:
+    """Assert every heap carries the counter pattern for its timestamp."""
+    for i, heap in enumerate(heaps):
+        expected = counter_value(heap.timestamp, len(heap.samples), bits)
+        assert (heap.samples == expected).all(), (
+            f"heap {i} at {heap.timestamp}: samples {heap.samples[:4]}..., expected {expected}"
+        )
+
+
+def check_contiguous(heaps: list[ReceivedHeap], first_timestamp: int | None = None) -> None:
+    """Assert the timestamps run on without gaps (each the previous plus its samples)."""
+    if not heaps:
+        return
+    t = heaps[0].timestamp if first_timestamp is None else first_timestamp
+    for i, heap in enumerate(heaps):
+        assert heap.timestamp == t, f"heap {i}: timestamp {heap.timestamp}, expected {t}"
+        t += len(heap.samples)
+
+
+def check_cnts(heaps: list[ReceivedHeap], step: int = 2) -> None:
+    """Assert data heap ids are even and consecutive (by `step`)."""
+    cnts = [h.cnt for h in heaps]
+    assert all(c % 2 == 0 for c in cnts)
+    assert all(b - a == step for a, b in zip(cnts, cnts[1:], strict=False)), cnts[:20]
+
+
+class DsimProcess:
+    """A running ``python -m dsim`` whose katcp port has been read from its log."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log: list[str]) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    @classmethod
+    async def start(cls, *args: str) -> DsimProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "dsim", "--katcp-port", "0", *args,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stderr is not None
+        log: list[str] = []
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                line = (await process.stderr.readline()).decode()
+                assert line, f"dsim exited early: {log}"
+                log.append(line)
+                if match := re.search(r"katcp server listening on [\d.]+:(\d+)", line):
+                    break
+        return cls(process, int(match.group(1)), log)
+
+    async def finish(self, timeout: float = TIMEOUT) -> int:
+        """Wait for the process to exit; returns its status (the log is complete then)."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            rest = await self.process.stderr.read()
+            self.log += rest.decode().splitlines(keepends=True)
+            return await self.process.wait()
+
+    async def katcpcmd(self, *args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(KATCPCMD), f"127.0.0.1:{self.port}", *args, stdout=asyncio.subprocess.PIPE
+        )
+        async with asyncio.timeout(TIMEOUT):
+            out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        return out.decode()
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()

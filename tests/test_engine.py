@@ -1,0 +1,233 @@
+"""The engine over spead2's in-process transport: batching, captures, changes (fast, lossless)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+import spead2
+
+from dsim import layout
+from dsim.engine import CaptureError, Engine
+from dsim.errors import ConfigError
+from dsim.ring import MAX_RING_HEAPS
+
+from .conftest import inproc_transport
+from .support import Received, Receiver, check_cnts, check_contiguous, check_counter
+
+Factory = Callable[..., Engine]
+
+
+async def drain(engine: Engine, sample_bits: int = 8) -> list[Received]:
+    """Everything `engine` put in each of its queues so far (the queues are then closed)."""
+    out = []
+    for queue in engine.transport.inproc_queues:
+        queue.stop()
+        receiver = Receiver(queue, sample_bits)
+        out.append(await receiver.collect(ends=1_000_000, idle_timeout=5.0))
+        receiver.close()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("heap_size", "n"),
+    [
+        (8192, 64 * 5 + 17),  # not a multiple of the batch size
+        (8192, 5),  # smaller than one batch
+        (8192, 64),  # exactly one batch
+        (8192, 1000),  # around the counter's 256-heap ring several times
+        (1024 * 1024, 7),  # heap larger than a batch: one heap per batch
+        (1, 20000),  # tiny heaps: capped batches
+    ],
+)
+async def test_bounded_capture_sends_exactly_n_with_the_counter(
+    engines: Factory, heap_size: int, n: int
+) -> None:
+    engine = engines(inproc_transport(), heap_size)
+    assert engine.start(n) == 0
+    assert await engine.wait_capture() == n
+    stats = engine.statistics()
+    assert (stats.heaps, stats.bytes, stats.next_timestamp) == (n, n * heap_size, n * heap_size)
+    (received,) = await drain(engine)
+    assert received.ends == 1 and len(received.heaps) == n
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
+    check_cnts(received.heaps)
+    # Descriptors go first, as a heap of their own with an odd id.
+    assert received.descriptor_heaps >= 1 and all(c % 2 for c in received.descriptor_cnts)
+
+
+async def test_timestamps_and_heap_ids_run_on_across_captures(engines: Factory) -> None:
+    engine = engines(inproc_transport(), 4096)
+    assert engine.start(100) == 0
+    await engine.wait_capture()
+    assert engine.start(50) == 100 * 4096
+    await engine.wait_capture()
+    (received,) = await drain(engine)
+    assert received.ends == 2
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
+    check_cnts(received.heaps)
+
+
+async def test_stop_while_batches_in_flight(engines: Factory) -> None:
+    engine = engines(inproc_transport(), 8192)
+    engine.start()
+    await asyncio.sleep(0.05)
+    sent = await engine.stop()
+    assert sent > 0 and not engine.capturing
+    assert await engine.stop() == 0  # idempotent, nothing more sent
+    (received,) = await drain(engine)
+    assert received.ends == 1 and len(received.heaps) == sent
+    check_counter(received.heaps)
+
+
+async def test_heap_size_change_while_capturing_is_gap_free(engines: Factory) -> None:
+    engine = engines(inproc_transport(rate=50e6), 4096)
+    engine.start()
+    await asyncio.sleep(0.05)
+    first = await engine.set_heap_size(6000)
+    await asyncio.sleep(0.05)
+    await engine.stop()
+    (received,) = await drain(engine)
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
+    check_cnts(received.heaps)
+    sizes = [len(h.samples) for h in received.heaps]
+    change = sizes.index(6000)
+    assert set(sizes[:change]) == {4096} and set(sizes[change:]) == {6000}
+    assert received.heaps[change].timestamp == first
+    # New descriptors announced the new size before its first heap.
+    assert received.descriptor_heaps >= 2
+
+
+async def test_heap_size_change_while_idle(engines: Factory) -> None:
+    engine = engines(inproc_transport(), 4096)
+    engine.start(3)
+    await engine.wait_capture()
+    assert await engine.set_heap_size(1000) == 3 * 4096
+    assert engine.heap_size == 1000 and engine.next_timestamp == 3 * 4096
+    engine.start(4)
+    await engine.wait_capture()
+    (received,) = await drain(engine)
+    check_contiguous(received.heaps, 0)
+    check_counter(received.heaps)
+
+
+async def test_a_start_timestamp_jumps_forward(engines: Factory) -> None:
+    engine = engines(inproc_transport(), 4096)
+    # The tutorial format's counter() needs no alignment: any later timestamp will do.
+    assert engine.start(5, 4096 * 1000 + 7) == 4096 * 1000 + 7
+    await engine.wait_capture()
+    with pytest.raises(CaptureError, match="has passed"):
+        engine.start(5, 0)
+    (received,) = await drain(engine)
+    check_contiguous(received.heaps, 4096 * 1000 + 7)
+    check_counter(received.heaps)
+
+
+async def test_a_meerkat_start_timestamp_must_be_a_heap_boundary(engines: Factory) -> None:
+    engine = engines(inproc_transport(2), wire_format=layout.MeerkatFormat([1, 1]))
+    with pytest.raises(CaptureError, match="multiple of 4096 samples"):
+        engine.start(5, 4096 * 10 + 1)
+    assert engine.start(5, 4096 * 10) == 4096 * 10
+    await engine.wait_capture()
+
+
+async def test_start_twice_fails_and_leaves_capture_running(engines: Factory) -> None:
+    engine = engines(inproc_transport(rate=10e6), 8192)
+    engine.start()
+    with pytest.raises(CaptureError, match="already in progress"):
+        engine.start()
+    assert engine.capturing
+    await engine.stop()
+
+
+@pytest.mark.parametrize("heaps", [0, -3, True, 2.5])
+async def test_start_rejects_bad_heap_counts(engines: Factory, heaps: object) -> None:
+    engine = engines(inproc_transport(), 8192)
+    with pytest.raises(CaptureError, match="positive integer"):
+        engine.start(heaps)  # type: ignore[arg-type]
+    assert not engine.capturing
+
+
+@pytest.mark.parametrize("size", [0, -1, layout.MAX_HEAP_SIZE + 1])
+async def test_bad_heap_size_is_rejected_and_changes_nothing(engines: Factory, size: int) -> None:
+    engine = engines(inproc_transport(), 8192)
+    with pytest.raises(ConfigError):
+        await engine.set_heap_size(size)
+    assert engine.heap_size == 8192
+
+
+async def test_several_destinations_take_turns(engines: Factory) -> None:
+    engine = engines(inproc_transport(3), 1024)
+    engine.start(100)
+    await engine.wait_capture()
+    per_queue = await drain(engine)
+    # Heap t goes to destination (t / heap samples) mod 3; each gets its end-of-stream heap.
+    for k, received in enumerate(per_queue):
+        assert received.ends == 1
+        assert [h.timestamp // 1024 % 3 for h in received.heaps] == [k] * len(received.heaps)
+        check_counter(received.heaps)
+    assert sum(len(r.heaps) for r in per_queue) == 100
+
+
+async def test_meerkat_fan_out_over_groups(engines: Factory) -> None:
+    """Each polarisation spread over its own destinations: heap t to group (t/H) mod N."""
+    fmt = layout.MeerkatFormat([4, 2], 10, digitiser_id=6)
+    engine = engines(inproc_transport(6), wire_format=fmt)
+    engine.start(40)
+    await engine.wait_capture()
+    per_queue = await drain(engine, 10)
+    for queue, received in enumerate(per_queue):
+        pol = 0 if queue < 4 else 1
+        group = queue if queue < 4 else queue - 4
+        heaps = received.heaps
+        assert len(heaps) == (10 if pol == 0 else 20)
+        assert {h.digitiser_id for h in heaps} == {6 + pol}
+        assert all(h.timestamp // 4096 % fmt.groups[pol] == group for h in heaps)
+        assert received.ends == 0  # meerkat: no end-of-stream heaps by default
+        check_counter(heaps, 10)
+
+
+async def test_meerkat_end_of_stream_on_request(engines: Factory) -> None:
+    engine = engines(inproc_transport(2), wire_format=layout.MeerkatFormat([1, 1]),
+                     end_of_stream=True)
+    engine.start(3)
+    await engine.wait_capture()
+    assert [r.ends for r in await drain(engine, 10)] == [1, 1]
+
+
+async def test_too_many_prebuilt_heaps_is_a_clear_failure(engines: Factory) -> None:
+    engine = engines(inproc_transport(), 8192)
+    # Tiny heaps, with more in flight than the ring may hold.
+    with pytest.raises(ConfigError, match=f"more than {MAX_RING_HEAPS}"):
+        Engine(inproc_transport(), 1, batches=100)
+    assert engine.heap_size == 8192
+
+
+async def test_a_failed_capture_is_not_permanent(
+    engines: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engines(inproc_transport(), 8192)
+    stream = engine._stream
+    assert stream is not None
+    calls = 0
+    real = stream.async_send_heaps
+
+    def fail_once(heaps: spead2.send.HeapReferenceList, mode: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first data batch, after the descriptors
+            raise ValueError("injected failure")
+        return real(heaps, mode)
+
+    monkeypatch.setattr(stream, "async_send_heaps", fail_once)
+    engine.start(10)
+    with pytest.raises(ValueError, match="injected"):
+        await engine.wait_capture()
+    assert engine.failure is not None and not engine.capturing
+    engine.start(10)
+    assert await engine.wait_capture() == 10
+    assert engine.failure is None
