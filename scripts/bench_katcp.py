@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import aiokatcp
+from benchkit import RESULTS_DIR, katcp
+from benchkit.dsimproc import DsimProcess
+from benchkit.net import UdpSink
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_P99 = 0.010
 
 
@@ -49,43 +49,37 @@ async def round_trips(client: aiokatcp.Client, n: int, gap: float) -> list[float
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        async with asyncio.timeout(5):
-            await client.request("watchdog")
+        await katcp.request(client, "watchdog", timeout=5)
         times.append(time.perf_counter() - start)
         await asyncio.sleep(gap)
     return times
 
 
-async def sensor(client: aiokatcp.Client, name: str) -> float:
-    _, informs = await client.request("sensor-value", name)
-    return float(informs[0].arguments[4])
-
-
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
-        sink.bind(("127.0.0.1", 0))
-        port = sink.getsockname()[1]
-        dsim = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dsim", "--katcp-port", "0", "--heap-size",
-            str(args.heap_size), "--log-level", "WARNING", *args.dsim_args,
-            f"127.0.0.1:{port}", stderr=asyncio.subprocess.PIPE,
+    with UdpSink() as sink:
+        # At WARNING dsim does not log its port: DsimProcess reads it from /proc.
+        dsim = await DsimProcess.start(
+            [
+                "--heap-size",
+                str(args.heap_size),
+                "--log-level",
+                "WARNING",
+                *args.dsim_args,
+                f"127.0.0.1:{sink.port}",
+            ]
         )
-        assert dsim.stderr is not None
-        # At WARNING the listening line is not logged: find the port from the process.
-        katcp_port = await _katcp_port(dsim.pid)
-        client = await aiokatcp.Client.connect("127.0.0.1", katcp_port)
+        client = await katcp.connect(dsim.katcp_port)
         try:
             idle = await round_trips(client, args.requests, args.gap)
-            await client.request("capture-start")
+            await katcp.request(client, "capture-start")
             await asyncio.sleep(1.0)
-            heaps0, t0 = await sensor(client, "transmitted-bytes"), time.monotonic()
+            bytes0, t0 = await katcp.sensor_float(client, "transmitted-bytes"), time.monotonic()
             loaded = await round_trips(client, args.requests, args.gap)
-            heaps1, t1 = await sensor(client, "transmitted-bytes"), time.monotonic()
-            await client.request("capture-stop")
-            await client.request("halt")
+            bytes1, t1 = await katcp.sensor_float(client, "transmitted-bytes"), time.monotonic()
+            await katcp.request(client, "capture-stop", timeout=60)
+            await katcp.request(client, "halt")
         finally:
-            client.close()
-            await client.wait_closed()
+            await katcp.close(client)
             await dsim.wait()
     return {
         "heap_size": args.heap_size,
@@ -93,28 +87,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "dsim_args": args.dsim_args,
         "idle": percentiles(idle),
         "streaming": percentiles(loaded),
-        "streaming_throughput_MBps": (heaps1 - heaps0) / (t1 - t0) / 1e6,
+        "streaming_throughput_MBps": (bytes1 - bytes0) / (t1 - t0) / 1e6,
     }
-
-
-async def _katcp_port(pid: int) -> int:
-    """The TCP port the dsim process `pid` listens on (from /proc/net/tcp and its fds)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        inodes = set()
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = fd.readlink().as_posix()
-            except OSError:
-                continue
-            if m := re.fullmatch(r"socket:\[(\d+)\]", target):
-                inodes.add(m.group(1))
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-                return int(fields[1].split(":")[1], 16)
-        await asyncio.sleep(0.1)
-    raise RuntimeError("dsim did not start listening")
 
 
 def main() -> int:
@@ -122,7 +96,7 @@ def main() -> int:
     parser.add_argument("--heap-size", type=int, default=8192)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--gap", type=float, default=0.001, help="seconds between requests")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "katcp_latency.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "katcp_latency.json")
     parser.add_argument("dsim_args", nargs="*", help="extra dsim arguments (after --)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
@@ -131,8 +105,10 @@ def main() -> int:
     for phase in ("idle", "streaming"):
         p = result[phase]
         assert isinstance(p, dict)
-        print(f"{phase:10} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} {p['p99_ms']:8.2f} "
-              f"{p['max_ms']:8.2f}")
+        print(
+            f"{phase:10} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} {p['p99_ms']:8.2f} "
+            f"{p['max_ms']:8.2f}"
+        )
     print(f"throughput while measuring: {result['streaming_throughput_MBps']:.0f} MB/s")
     streaming = result["streaming"]
     assert isinstance(streaming, dict)

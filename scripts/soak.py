@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
-import re
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiokatcp
+from benchkit import RESULTS_DIR, katcp
+from benchkit.dsimproc import DsimProcess, drain_lines, verifier_module
+from benchkit.net import free_udp_port
+from benchkit.procstat import rss_kib
 
-ROOT = Path(__file__).resolve().parent.parent
 MEMORY_TOLERANCE = 0.05
 
 
@@ -61,80 +62,64 @@ class Result:
     passed: bool = False
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of `pid` in KiB (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def sensor(client: aiokatcp.Client, name: str) -> int:
-    async with asyncio.timeout(10):
-        _, informs = await client.request("sensor-value", name)
-    return int(informs[0].arguments[4])
-
-
 async def soak(args: argparse.Namespace) -> Result:
     result = Result(args.minutes, args.rate, args.heap_size)
     port = free_udp_port()
     verify = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dsim.verify_cli", str(port), "--json",
-        "--buffer", str(args.buffer), "--timeout", "30",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        verifier_module(),
+        str(port),
+        "--json",
+        "--buffer",
+        str(args.buffer),
+        "--timeout",
+        "30",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert verify.stderr is not None and verify.stdout is not None
     await verify.stderr.readline()  # "receiving on ..." : the socket is bound
-    dsim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dsim", "--katcp-port", "0", "--rate", str(args.rate),
-        "--heap-size", str(args.heap_size), f"127.0.0.1:{port}",
-        stderr=asyncio.subprocess.PIPE,
+    verify_log: collections.deque[str] = collections.deque(maxlen=50)
+    verify_drain = asyncio.get_running_loop().create_task(drain_lines(verify.stderr, verify_log))
+    dsim = await DsimProcess.start(
+        ["--rate", str(args.rate), "--heap-size", str(args.heap_size), f"127.0.0.1:{port}"]
     )
-    assert dsim.stderr is not None
-    while True:
-        line = (await dsim.stderr.readline()).decode()
-        if not line:
-            raise RuntimeError("dsim exited during start-up")
-        if match := re.search(r"listening on [\d.]+:(\d+)", line):
-            break
-    client = await aiokatcp.Client.connect("127.0.0.1", int(match.group(1)))
+    client = await katcp.connect(dsim.katcp_port)
     try:
-        await client.request("capture-start")
+        await katcp.request(client, "capture-start")
         start = time.monotonic()
         end = start + args.minutes * 60
         print(f"{'time s':>8} {'dsim RSS KiB':>13} {'verify RSS KiB':>15} {'heaps sent':>12}")
         while True:
             now = time.monotonic()
             sample = Sample(
-                round(now - start, 1), rss_kib(dsim.pid), rss_kib(verify.pid),
-                await sensor(client, "transmitted-heaps"),
+                round(now - start, 1),
+                rss_kib(dsim.pid),
+                rss_kib(verify.pid),
+                await katcp.sensor_int(client, "transmitted-heaps"),
             )
             result.samples.append(sample)
-            print(f"{sample.seconds:8.1f} {sample.dsim_rss_kib:13d} "
-                  f"{sample.verify_rss_kib:15d} {sample.transmitted_heaps:12d}", flush=True)
+            print(
+                f"{sample.seconds:8.1f} {sample.dsim_rss_kib:13d} "
+                f"{sample.verify_rss_kib:15d} {sample.transmitted_heaps:12d}",
+                flush=True,
+            )
             if now >= end:
                 break
             await asyncio.sleep(min(args.interval, end - now))
-        async with asyncio.timeout(60):
-            await client.request("capture-stop")
-        result.sent_heaps = await sensor(client, "transmitted-heaps")
-        result.sent_bytes = await sensor(client, "transmitted-bytes")
+        await katcp.request(client, "capture-stop", timeout=60)
+        result.sent_heaps = await katcp.sensor_int(client, "transmitted-heaps")
+        result.sent_bytes = await katcp.sensor_int(client, "transmitted-bytes")
         async with asyncio.timeout(120):
-            out, _ = await verify.communicate()
+            out = await verify.stdout.read()
+            await verify.wait()
+            await verify_drain
         result.verify = json.loads(out)
-        await client.request("halt")
+        await katcp.request(client, "halt")
     finally:
-        client.close()
-        await client.wait_closed()
-        if dsim.returncode is None:
-            async with asyncio.timeout(30):
-                await dsim.wait()
+        await katcp.close(client)
+        await dsim.wait()
     result.lost = result.sent_heaps - int(result.verify["heaps"])
     after = [s.dsim_rss_kib for s in result.samples if s.seconds >= args.warmup]
     if after:
@@ -154,11 +139,16 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=125e6, help="bytes/s (default 1 Gb/s)")
     parser.add_argument("--heap-size", type=int, default=8192)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--warmup", type=float, default=30.0,
-                        help="seconds before the memory baseline (default %(default)s)")
-    parser.add_argument("--buffer", type=int, default=256 * 1024 * 1024,
-                        help="verifier socket buffer in bytes")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "soak.json")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=30.0,
+        help="seconds before the memory baseline (default %(default)s)",
+    )
+    parser.add_argument(
+        "--buffer", type=int, default=256 * 1024 * 1024, help="verifier socket buffer in bytes"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "soak.json")
     args = parser.parse_args()
     result = asyncio.run(soak(args))
     v = result.verify
