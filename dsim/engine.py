@@ -76,6 +76,10 @@ RELEASE_LEAD = 0.002
 #: in this many seconds, so that what is queued always drains quickly.
 PACED_HEADROOM = 0.01
 MAX_STEP_SECONDS = 0.005
+#: Paced streams: bytes spead2 may send back to back before it sleeps. Its default
+#: (64 KiB) made the rate limiter, not the CPU, the limit at MeerKAT L-band rates
+#: (measured with scripts/bench_realtime.py: 256 KiB kept to the clock at 1712 MHz).
+PACED_BURST = 256 * 1024
 #: Real time: falling this far behind the ADC clock is logged (at most every 10 s).
 LAG_WARN = 0.1
 LAG_LOG_PERIOD = 10.0
@@ -170,6 +174,7 @@ class _InFlight:
     future: asyncio.Future[int]
     heaps: int
     payload_bytes: int
+    end_timestamp: int  #: timestamp just after the batch's last sample
     plan: Plan  # keeps the heaps and their memory alive until sent
 
 
@@ -282,6 +287,11 @@ class Engine:
         self._errors_since_log = 0
         self._last_lag_log = -1e9
         self.failure: BaseException | None = None
+        #: Real time: wall time when the last batch was sent, less the time of its
+        #: last sample (what katgpucbf's simulator exports as dsim_time_error_s).
+        self.time_error = 0.0
+        #: Seconds the last signal change took, from request to ready.
+        self.last_signals_seconds = 0.0
         self._closed = False
         _live_engines.add(self)
 
@@ -377,6 +387,8 @@ class Engine:
         config = spead2.send.StreamConfig(
             max_packet_size=packet_size, rate=rate, max_heaps=max_heaps
         )
+        if rate:
+            config.burst_size = PACED_BURST
         memory = [plan.ring.slots.payload]
         self._stream = open_stream(self.transport, self._thread_pool, config, memory)
         self._current_key = key
@@ -611,8 +623,10 @@ class Engine:
             self._check_switch_timestamp(timestamp)
         async with self._change_lock:
             self._refuse_if_scheduled()
+            started = time.monotonic()
             signal = await asyncio.to_thread(self._render, program, period)
             plan = await asyncio.to_thread(self._make_plan, signal, self.heap_size)
+            self.last_signals_seconds = time.monotonic() - started
             if timestamp is not None:
                 self._check_switch_timestamp(timestamp)  # may have passed while rendering
             if not program.is_counter:
@@ -746,9 +760,11 @@ class Engine:
                 future = stream.async_send_heaps(
                     ring.batch(position, steps), spead2.send.GroupMode.SERIAL
                 )
-                self._inflight.append(_InFlight(future, heaps, heaps * plan.heap_size, plan))
-                self._data_submitted += heaps
                 self._next_timestamp = t + steps * plan.heap_samples
+                self._inflight.append(
+                    _InFlight(future, heaps, heaps * plan.heap_size, self._next_timestamp, plan)
+                )
+                self._data_submitted += heaps
                 if remaining is not None:
                     remaining -= steps
                 if self.clock is not None:
@@ -837,6 +853,8 @@ class Engine:
             self._capture_heaps += batch.heaps
             self._bytes += batch.payload_bytes
             self._meter.record(self._bytes)
+            if self.clock is not None:
+                self.time_error = time.time() - self.clock.time_of(batch.end_timestamp)
 
     async def _drain(self) -> None:
         while self._inflight:
