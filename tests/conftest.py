@@ -11,6 +11,7 @@ import pytest
 import spead2
 
 from dsim.engine import Engine
+from dsim.verify.receiver import udp_socket as verify_socket
 from dsim.transport import Endpoint, TransportConfig, TransportKind
 
 from .support import DsimProcess, Receiver
@@ -28,13 +29,7 @@ needs_netns = pytest.mark.skipif(
 
 def udp_socket(buffer_size: int = RECV_BUFFER) -> socket.socket:
     """A UDP socket bound to 127.0.0.1 on a free port, with a large receive buffer."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # TODO: dsim.verify's
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, 33, buffer_size)
-    except PermissionError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+    return verify_socket(0, "127.0.0.1", buffer_size)
 
 
 class Sink:

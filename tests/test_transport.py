@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from dsim.engine import Engine
-from dsim.errors import ConfigError
+from dsim.errors import ConfigError, TransportError
 from dsim.transport import Endpoint, TransportConfig, TransportKind, parse_endpoint
 
 
@@ -44,7 +44,7 @@ async def test_ibverbs_without_rdma_device_fails_clearly() -> None:
         destinations=[Endpoint("239.102.0.1", 7148)],
         interface="127.0.0.1",
     )
-    with pytest.raises(ConfigError, match="^cannot start ibverbs transport: no RDMA device"):
+    with pytest.raises(TransportError, match="^cannot start ibverbs transport: no RDMA device"):
         Engine(config)
 
 
@@ -141,7 +141,7 @@ async def test_ibverbs_failure_inside_spead2_is_one_clear_line(
         destinations=[Endpoint("239.102.0.1", 7148)],
         interface="127.0.0.1",
     )
-    with pytest.raises(ConfigError, match="^cannot start ibverbs transport: .+") as info:
+    with pytest.raises(TransportError, match="^cannot start ibverbs transport: .+") as info:
         Engine(config)
     assert "\n" not in str(info.value)
 

@@ -1,0 +1,7 @@
+"""``python -m dsim.verify``: the dsim-verify command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
