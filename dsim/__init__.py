@@ -10,13 +10,7 @@ through a stream of :mod:`dsim.transport`. :mod:`dsim.verify` checks what
 arrives; :mod:`dsim.spead` is the vocabulary they share.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dsim")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
-
-from .simulator import Simulator  # noqa: E402  (needs __version__)
+from ._version import __version__
+from .simulator import Simulator
 
 __all__ = ["Simulator", "__version__"]

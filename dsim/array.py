@@ -83,8 +83,14 @@ class Antenna:
 class Array:
     """N running dsim processes that share one ADC clock. Use :meth:`start`."""
 
-    def __init__(self, antennas: list[Antenna], sync_time: float, adc_sample_rate: float,
-                 align_samples: int, heap_samples: int) -> None:
+    def __init__(
+        self,
+        antennas: list[Antenna],
+        sync_time: float,
+        adc_sample_rate: float,
+        align_samples: int,
+        heap_samples: int,
+    ) -> None:
         self.antennas = antennas
         self.sync_time = sync_time
         self.adc_sample_rate = adc_sample_rate
@@ -142,18 +148,30 @@ class Array:
     ) -> Antenna:
         host = katcp_host(k) if callable(katcp_host) else katcp_host
         spec = signals(k) if callable(signals) else signals
-        dests = destinations(k) if destinations else [f"127.0.0.1:{7148 + 2 * k}",
-                                                       f"127.0.0.1:{7149 + 2 * k}"]
+        dests = (
+            destinations(k)
+            if destinations
+            else [f"127.0.0.1:{7148 + 2 * k}", f"127.0.0.1:{7149 + 2 * k}"]
+        )
         args = [
             *(prefix(k) if prefix else []),
-            sys.executable, "-m", "dsim",
-            "--format", "meerkat",
-            "--digitiser-id", str(2 * k),
-            "--sync-time", repr(self.sync_time),
-            "--adc-sample-rate", repr(self.adc_sample_rate),
-            "--align-samples", str(self.align_samples),
-            "--katcp-host", host,
-            "--katcp-port", "0",
+            sys.executable,
+            "-m",
+            "dsim",
+            "--format",
+            "meerkat",
+            "--digitiser-id",
+            str(2 * k),
+            "--sync-time",
+            repr(self.sync_time),
+            "--adc-sample-rate",
+            repr(self.adc_sample_rate),
+            "--align-samples",
+            str(self.align_samples),
+            "--katcp-host",
+            host,
+            "--katcp-port",
+            "0",
             *option_args({"signals": spec, **options}),
             *dests,
         ]
@@ -187,8 +205,9 @@ class Array:
         t = (time.time() + seconds - self.sync_time) * self.adc_sample_rate
         return math.ceil(t / self.heap_samples) * self.heap_samples
 
-    async def capture_start(self, heaps: int | None = None, timestamp: int | None = None,
-                            margin: float = 0.5) -> int:
+    async def capture_start(
+        self, heaps: int | None = None, timestamp: int | None = None, margin: float = 0.5
+    ) -> int:
         """Start every antenna on the same sample (default: aligned, `margin` s ahead)."""
         if timestamp is None:
             t = self.timestamp_after(margin)
@@ -202,8 +221,13 @@ class Array:
         replies = await asyncio.gather(*(a.request("capture-stop") for a in self.antennas))
         return [int(r[0]) for r in replies]
 
-    async def set_signals(self, spec: str | Callable[[int], str], period: int | None = None,
-                          timestamp: int | None = None, margin: float = 0.5) -> int:
+    async def set_signals(
+        self,
+        spec: str | Callable[[int], str],
+        period: int | None = None,
+        timestamp: int | None = None,
+        margin: float = 0.5,
+    ) -> int:
         """Switch every antenna's signal at one timestamp (default: `margin` s ahead)."""
         if timestamp is None:
             timestamp = self.timestamp_after(margin)
@@ -218,6 +242,7 @@ class Array:
 
     async def close(self) -> None:
         """Halt every antenna (kill any that does not exit); safe to call twice."""
+
         async def halt(antenna: Antenna) -> None:
             try:
                 async with asyncio.timeout(5):

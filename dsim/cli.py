@@ -21,7 +21,7 @@ from typing import Any
 
 import spead2
 
-from . import __version__
+from ._version import __version__
 from .cliutil import OneLineParser
 from .errors import ConfigError
 from .layout import FORMATS
@@ -66,89 +66,182 @@ def build_parser() -> argparse.ArgumentParser:
         "it listens on 127.0.0.1 unless --katcp-host says otherwise.",
     )
     parser.add_argument(
-        "destinations", metavar="DEST", nargs="*",
+        "destinations",
+        metavar="DEST",
+        nargs="*",
         help=f"host:port to send to (default 127.0.0.1:{DEFAULT_DATA_PORT}); ADDRESS+N:port is "
         "N+1 consecutive addresses (MeerKAT writes 239.102.0.64+7:7148), over which the heaps "
         "are spread in turn. tutorial: all DESTs take turns; meerkat: one DEST per polarisation",
     )
     katcp = parser.add_argument_group("katcp")
-    katcp.add_argument("--katcp-host", default="127.0.0.1",
-                       help="address to listen on (default %(default)s; 0.0.0.0 = every "
-                       "interface: anyone who can reach it controls dsim)")
-    katcp.add_argument("--katcp-port", type=integer, default=7147,
-                       help="port to listen on; 0 picks a free one (logged) (default %(default)s)")
-    katcp.add_argument("--prometheus-port", type=integer, metavar="PORT",
-                       help="serve Prometheus metrics over HTTP on this port (0 = a free one)")
+    katcp.add_argument(
+        "--katcp-host",
+        default="127.0.0.1",
+        help="address to listen on (default %(default)s; 0.0.0.0 = every "
+        "interface: anyone who can reach it controls dsim)",
+    )
+    katcp.add_argument(
+        "--katcp-port",
+        type=integer,
+        default=7147,
+        help="port to listen on; 0 picks a free one (logged) (default %(default)s)",
+    )
+    katcp.add_argument(
+        "--prometheus-port",
+        type=integer,
+        metavar="PORT",
+        help="serve Prometheus metrics over HTTP on this port (0 = a free one)",
+    )
     stream = parser.add_argument_group("stream")
-    stream.add_argument("--format", choices=FORMATS, default="tutorial",
-                        help="wire format: spead2's tutorial layout, or the MeerKAT digitiser's "
-                        "(default %(default)s)")
-    stream.add_argument("--heap-size", type=integer,
-                        help="payload bytes per heap (default 8192 for tutorial, 4096 samples "
-                        "= 5120 bytes for meerkat)")
-    stream.add_argument("--sample-bits", type=integer,
-                        help="meerkat: bits per sample, 2-16 (default 10)")
-    stream.add_argument("--digitiser-id", type=integer, default=0,
-                        help="meerkat: digitiser_id of the first polarisation, even (receivers "
-                        "take the polarisation from the low bit); the next is +1 (default "
-                        "%(default)s)")
-    stream.add_argument("--max-packet-size", type=integer, default=8972,
-                        help="largest packet size dsim may pick: it picks the largest that "
-                        "splits every heap into equal packets where that pays (default "
-                        "%(default)s, a 9000-byte jumbo frame less IP and UDP headers)")
-    stream.add_argument("--packet-size", type=integer,
-                        help="use exactly this maximum packet size instead")
-    stream.add_argument("--rate", type=_named(number, "rate"), default=0.0,
-                        help="average send rate in bytes/s on the wire, 0 = as fast as possible "
-                        "(default %(default)s)")
-    stream.add_argument("--start", action="store_true",
-                        help="start capturing at once instead of waiting for ?capture-start")
-    stream.add_argument("--descriptor-interval", type=_named(number, "interval"),
-                        default=5.0, metavar="SECONDS",
-                        help="send descriptors this often while capturing, 0 = only at the "
-                        "start and after heap-size changes (default %(default)s)")
-    stream.add_argument("--end-of-stream", action=argparse.BooleanOptionalAction,
-                        help="end every capture with end-of-stream heaps (default: yes for "
-                        "tutorial; no for meerkat, whose F-engine receivers stop for good on one)")
+    stream.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="tutorial",
+        help="wire format: spead2's tutorial layout, or the MeerKAT digitiser's "
+        "(default %(default)s)",
+    )
+    stream.add_argument(
+        "--heap-size",
+        type=integer,
+        help="payload bytes per heap (default 8192 for tutorial, 4096 samples "
+        "= 5120 bytes for meerkat)",
+    )
+    stream.add_argument(
+        "--sample-bits", type=integer, help="meerkat: bits per sample, 2-16 (default 10)"
+    )
+    stream.add_argument(
+        "--digitiser-id",
+        type=integer,
+        default=0,
+        help="meerkat: digitiser_id of the first polarisation, even (receivers "
+        "take the polarisation from the low bit); the next is +1 (default "
+        "%(default)s)",
+    )
+    stream.add_argument(
+        "--max-packet-size",
+        type=integer,
+        default=8972,
+        help="largest packet size dsim may pick: it picks the largest that "
+        "splits every heap into equal packets where that pays (default "
+        "%(default)s, a 9000-byte jumbo frame less IP and UDP headers)",
+    )
+    stream.add_argument(
+        "--packet-size", type=integer, help="use exactly this maximum packet size instead"
+    )
+    stream.add_argument(
+        "--rate",
+        type=_named(number, "rate"),
+        default=0.0,
+        help="average send rate in bytes/s on the wire, 0 = as fast as possible "
+        "(default %(default)s)",
+    )
+    stream.add_argument(
+        "--start",
+        action="store_true",
+        help="start capturing at once instead of waiting for ?capture-start",
+    )
+    stream.add_argument(
+        "--descriptor-interval",
+        type=_named(number, "interval"),
+        default=5.0,
+        metavar="SECONDS",
+        help="send descriptors this often while capturing, 0 = only at the "
+        "start and after heap-size changes (default %(default)s)",
+    )
+    stream.add_argument(
+        "--end-of-stream",
+        action=argparse.BooleanOptionalAction,
+        help="end every capture with end-of-stream heaps (default: yes for "
+        "tutorial; no for meerkat, whose F-engine receivers stop for good on one)",
+    )
     signals = parser.add_argument_group("signals")
-    signals.add_argument("--signals", metavar="SPEC",
-                         help="signal of each polarisation at start-up, e.g. "
-                         "'cw(0.5, 1e8) + wgn(0.1);' (default counter(), the checkable pattern)")
-    signals.add_argument("--period", type=integer, default=1 << 25, metavar="SAMPLES",
-                         help="samples after which a signal window repeats (default %(default)s)")
-    signals.add_argument("--max-period", type=integer, default=1 << 27, metavar="SAMPLES",
-                         help="largest period ?signals may ask for (default %(default)s)")
-    signals.add_argument("--dither-seed", type=integer, metavar="N",
-                         help="seed of the quantisation dither (default: drawn at start-up)")
-    signals.add_argument("--nominal-sample-rate", type=_named(number, "sample rate"),
-                         default=1712e6, metavar="HZ",
-                         help="free-running: the ADC rate signal frequencies are read against "
-                         "(default %(default)g, MeerKAT L-band)")
+    signals.add_argument(
+        "--signals",
+        metavar="SPEC",
+        help="signal of each polarisation at start-up, e.g. "
+        "'cw(0.5, 1e8) + wgn(0.1);' (default counter(), the checkable pattern)",
+    )
+    signals.add_argument(
+        "--period",
+        type=integer,
+        default=1 << 25,
+        metavar="SAMPLES",
+        help="samples after which a signal window repeats (default %(default)s)",
+    )
+    signals.add_argument(
+        "--max-period",
+        type=integer,
+        default=1 << 27,
+        metavar="SAMPLES",
+        help="largest period ?signals may ask for (default %(default)s)",
+    )
+    signals.add_argument(
+        "--dither-seed",
+        type=integer,
+        metavar="N",
+        help="seed of the quantisation dither (default: drawn at start-up)",
+    )
+    signals.add_argument(
+        "--nominal-sample-rate",
+        type=_named(number, "sample rate"),
+        default=1712e6,
+        metavar="HZ",
+        help="free-running: the ADC rate signal frequencies are read against "
+        "(default %(default)g, MeerKAT L-band)",
+    )
     clock = parser.add_argument_group("real-time clock")
-    clock.add_argument("--adc-sample-rate", type=_named(number, "sample rate"), metavar="HZ",
-                       help="pace the stream at this ADC sample rate and tie timestamps to "
-                       "the wall clock (default: free-running)")
-    clock.add_argument("--sync-time", type=_named(number, "sync time"), metavar="UNIX",
-                       help="UNIX time of timestamp 0 (default: when dsim started)")
-    clock.add_argument("--align-samples", type=integer, default=1 << 20, metavar="N",
-                       help="captures start at a multiple of N samples, a multiple of the "
-                       "heap's samples (default %(default)s)")
+    clock.add_argument(
+        "--adc-sample-rate",
+        type=_named(number, "sample rate"),
+        metavar="HZ",
+        help="pace the stream at this ADC sample rate and tie timestamps to "
+        "the wall clock (default: free-running)",
+    )
+    clock.add_argument(
+        "--sync-time",
+        type=_named(number, "sync time"),
+        metavar="UNIX",
+        help="UNIX time of timestamp 0 (default: when dsim started)",
+    )
+    clock.add_argument(
+        "--align-samples",
+        type=integer,
+        default=1 << 20,
+        metavar="N",
+        help="captures start at a multiple of N samples, a multiple of the "
+        "heap's samples (default %(default)s)",
+    )
     network = parser.add_argument_group("network")
-    network.add_argument("--ttl", type=integer, default=1,
-                         help="multicast TTL (default %(default)s)")
-    network.add_argument("--interface", metavar="ADDRESS",
-                         help="IPv4 address of the interface to send from (needed by --ibv)")
-    network.add_argument("--ibv", action="store_true",
-                         help="send with ibverbs (multicast destinations only)")
-    network.add_argument("--buffer-size", type=integer,
-                         help="socket buffer (UDP) or send ring (ibverbs) in bytes")
-    network.add_argument("--affinity", type=integer, metavar="CORE",
-                         help="CPU core for spead2's sending thread")
-    network.add_argument("--main-affinity", type=integer, metavar="CORE",
-                         help="CPU core for dsim's Python thread (katcp and batch preparation)")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        type=str.upper, help="logging level (default %(default)s)")
+    network.add_argument(
+        "--ttl", type=integer, default=1, help="multicast TTL (default %(default)s)"
+    )
+    network.add_argument(
+        "--interface",
+        metavar="ADDRESS",
+        help="IPv4 address of the interface to send from (needed by --ibv)",
+    )
+    network.add_argument(
+        "--ibv", action="store_true", help="send with ibverbs (multicast destinations only)"
+    )
+    network.add_argument(
+        "--buffer-size", type=integer, help="socket buffer (UDP) or send ring (ibverbs) in bytes"
+    )
+    network.add_argument(
+        "--affinity", type=integer, metavar="CORE", help="CPU core for spead2's sending thread"
+    )
+    network.add_argument(
+        "--main-affinity",
+        type=integer,
+        metavar="CORE",
+        help="CPU core for dsim's Python thread (katcp and batch preparation)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="logging level (default %(default)s)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -165,7 +258,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         settings.check()
         if settings.katcp_host:
             _check_katcp_host(settings.katcp_host)
-        if settings.main_affinity is not None and settings.main_affinity not in os.sched_getaffinity(0):
+        if (
+            settings.main_affinity is not None
+            and settings.main_affinity not in os.sched_getaffinity(0)
+        ):
             raise ConfigError(f"CPU core {settings.main_affinity} is not available")
     except ConfigError as exc:
         parser.error(str(exc))
@@ -207,8 +303,11 @@ async def run(settings: Settings) -> None:
         engine.heap_size,
         engine.packet_size,
         (
-            " (one packet per heap)" if settings.format == "meerkat"
-            else "" if settings.packet_size else f" (picked, at most {settings.max_packet_size})"
+            " (one packet per heap)"
+            if settings.format == "meerkat"
+            else ""
+            if settings.packet_size
+            else f" (picked, at most {settings.max_packet_size})"
         ),
         f"{engine.rate:g} B/s" if engine.rate else "unlimited",
     )
@@ -216,11 +315,14 @@ async def run(settings: Settings) -> None:
     if engine.clock is not None:
         logger.info(
             "real time: ADC at %g Hz, sync time %.6f, captures aligned to %d samples",
-            engine.clock.adc_sample_rate, engine.clock.sync_time, engine.clock.align_samples,
+            engine.clock.adc_sample_rate,
+            engine.clock.sync_time,
+            engine.clock.align_samples,
         )
     logger.info(
         "spead2 %s sends UDP %s segmentation offload (GSO)",
-        spead2.__version__, "with" if spead2_uses_gso() else "without",
+        spead2.__version__,
+        "with" if spead2_uses_gso() else "without",
     )
     await simulator.join()
     await simulator.stop()

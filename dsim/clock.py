@@ -19,8 +19,9 @@ from .spead import TIMESTAMP_MODULUS
 DEFAULT_ALIGN_SAMPLES = 1 << 20
 
 
-def check_finite(value: float, what: str, *, positive: bool = False,
-                 non_negative: bool = False) -> float:
+def check_finite(
+    value: float, what: str, *, positive: bool = False, non_negative: bool = False
+) -> float:
     """Return `value` if it is a finite number (and positive/non-negative as asked)."""
     if not math.isfinite(value):
         raise ConfigError(f"{what} must be a finite number, not {value}")
@@ -67,4 +68,6 @@ class Clock:
     def unwrap(self, wire_timestamp: int, when: float) -> int:
         """The full timestamp whose low 48 bits are `wire_timestamp`, nearest to time `when`."""
         now = self.timestamp_at(when)
-        return wire_timestamp + round((now - wire_timestamp) / TIMESTAMP_MODULUS) * TIMESTAMP_MODULUS
+        return (
+            wire_timestamp + round((now - wire_timestamp) / TIMESTAMP_MODULUS) * TIMESTAMP_MODULUS
+        )

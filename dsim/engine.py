@@ -325,8 +325,12 @@ class Engine:
                     f"period {period} is not a multiple of {self.format.group_samples} samples"
                 )
         return Signal.render(
-            program, period, self.sample_rate, self.format.sample_bits,
-            settings.dither_seed, settings.threads,
+            program,
+            period,
+            self.sample_rate,
+            self.format.sample_bits,
+            settings.dither_seed,
+            settings.threads,
         )
 
     def _make_plan(self, signal: Signal, heap_size: int) -> Plan:
@@ -341,8 +345,10 @@ class Engine:
             # Equal packets pay only where UDP GSO can send runs of them in one call.
             equal=self.transport.kind == TransportKind.UDP and spead2_uses_gso(),
         )
-        step_wire = wire_bytes(fmt.sample_heap(heap_size, packets.repeat_pointers),
-                               packets.size) * fmt.n_pols
+        step_wire = (
+            wire_bytes(fmt.sample_heap(heap_size, packets.repeat_pointers), packets.size)
+            * fmt.n_pols
+        )
         if self.clock is not None:
             paced_rate = self.clock.adc_sample_rate
         elif self.transport.rate:
@@ -694,7 +700,11 @@ class Engine:
             change.future.set_result(first)
         logger.info(
             "%s change in effect from timestamp %d (heap size %d, packet size %d, signal %s)",
-            change.what, first, self.heap_size, self.packet_size, change.plan.signal.canonical,
+            change.what,
+            first,
+            self.heap_size,
+            self.packet_size,
+            change.plan.signal.canonical,
         )
         self._notify()
 
@@ -736,7 +746,9 @@ class Engine:
                 if now >= next_descriptors:
                     await self._send_descriptors()
                     next_descriptors = (
-                        now + self._descriptor_interval if self._descriptor_interval else float("inf")
+                        now + self._descriptor_interval
+                        if self._descriptor_interval
+                        else float("inf")
                     )
                 plan = self._plan
                 ring = plan.ring
@@ -879,7 +891,8 @@ class Engine:
             self._last_lag_log = now
             logger.warning(
                 "falling behind the ADC clock: the stream is %.3f s late (see the time-lag "
-                "sensor); the machine cannot send this rate", lag,
+                "sensor); the machine cannot send this rate",
+                lag,
             )
 
     def _warn_if_slow_build(self) -> None:
@@ -892,7 +905,8 @@ class Engine:
             logger.warning(
                 "sending at %s with a spead2 built without GSO (the PyPI wheel): it can cap "
                 "throughput at about half of what the machine allows; scripts/build_spead2.sh "
-                "builds it with GSO", f"{rate:g} B/s" if rate else "unlimited rate",
+                "builds it with GSO",
+                f"{rate:g} B/s" if rate else "unlimited rate",
             )
 
     def _log_send_error(self, exc: BaseException) -> None:

@@ -89,6 +89,11 @@ class _ItemBuffer:
         return self._immediate
 
 
+def _add(heap: spead2.send.Heap, item_id: int, buffer: np.ndarray, immediate: bool) -> None:
+    """Add an item to `heap` straight from a wire-form buffer (see :class:`_ItemBuffer`)."""
+    heap.add_item(_ItemBuffer(item_id, buffer, immediate))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class PacketChoice:
     """How heaps of one size are put into packets."""
@@ -234,11 +239,15 @@ class TutorialFormat(WireFormat):
 
     def item_group(self, heap_size: int) -> spead2.send.ItemGroup:
         item_group = spead2.send.ItemGroup(flavour=FLAVOUR)
-        _add_immediate(item_group, TIMESTAMP_ID, "timestamp",
-                       "Index of the first ADC sample in the heap")
+        _add_immediate(
+            item_group, TIMESTAMP_ID, "timestamp", "Index of the first ADC sample in the heap"
+        )
         item_group.add_item(
-            ADC_SAMPLES_ID, "adc_samples", "ADC samples, one signed byte each",
-            shape=(heap_size,), dtype=np.int8,
+            ADC_SAMPLES_ID,
+            "adc_samples",
+            "ADC samples, one signed byte each",
+            shape=(heap_size,),
+            dtype=np.int8,
         )
         return item_group
 
@@ -252,9 +261,9 @@ class TutorialFormat(WireFormat):
     ) -> spead2.send.Heap:
         heap = spead2.send.Heap(FLAVOUR)
         heap.repeat_pointers = repeat_pointers
-        heap.add_item(_ItemBuffer(TIMESTAMP_ID, timestamp, True))
+        _add(heap, TIMESTAMP_ID, timestamp, True)
         # Immediate when it fits (heaps of 6 bytes or less), as spead2 does for an int8 array.
-        heap.add_item(_ItemBuffer(ADC_SAMPLES_ID, payload, True))
+        _add(heap, ADC_SAMPLES_ID, payload, True)
         return heap
 
 
@@ -330,17 +339,27 @@ class MeerkatFormat(WireFormat):
 
     def item_group(self, heap_size: int) -> spead2.send.ItemGroup:
         item_group = spead2.send.ItemGroup(flavour=FLAVOUR)
-        _add_immediate(item_group, TIMESTAMP_ID, "timestamp",
-                       "Index of the first ADC sample in the heap")
-        _add_immediate(item_group, DIGITISER_ID_ID, "digitiser_id",
-                       "Digitiser serial number; the low bit is the polarisation")
-        _add_immediate(item_group, DIGITISER_STATUS_ID, "digitiser_status",
-                       "Bits 47..32: samples at full scale in the heap; bit 1: saturation flag")
+        _add_immediate(
+            item_group, TIMESTAMP_ID, "timestamp", "Index of the first ADC sample in the heap"
+        )
+        _add_immediate(
+            item_group,
+            DIGITISER_ID_ID,
+            "digitiser_id",
+            "Digitiser serial number; the low bit is the polarisation",
+        )
+        _add_immediate(
+            item_group,
+            DIGITISER_STATUS_ID,
+            "digitiser_status",
+            "Bits 47..32: samples at full scale in the heap; bit 1: saturation flag",
+        )
         raw: dict[str, Any] = dict(
             shape=(self.heap_samples(heap_size),), format=[("i", self.sample_bits)]
         )
         item_group.add_item(
-            ADC_SAMPLES_ID, "raw_data",
+            ADC_SAMPLES_ID,
+            "raw_data",
             f"Raw ADC samples, {self.sample_bits}-bit two's complement, packed big-endian",
             **raw,
         )
@@ -356,11 +375,11 @@ class MeerkatFormat(WireFormat):
     ) -> spead2.send.Heap:
         heap = spead2.send.Heap(FLAVOUR)
         heap.repeat_pointers = True
-        heap.add_item(_ItemBuffer(TIMESTAMP_ID, timestamp, True))
-        heap.add_item(_ItemBuffer(DIGITISER_ID_ID, self._ids[pol], True))
-        heap.add_item(_ItemBuffer(DIGITISER_STATUS_ID, status, True))
+        _add(heap, TIMESTAMP_ID, timestamp, True)
+        _add(heap, DIGITISER_ID_ID, self._ids[pol], True)
+        _add(heap, DIGITISER_STATUS_ID, status, True)
         # Never immediate, as spead2 decides for items of a non-whole-byte sample type.
-        heap.add_item(_ItemBuffer(ADC_SAMPLES_ID, payload, False))
+        _add(heap, ADC_SAMPLES_ID, payload, False)
         return heap
 
 
@@ -377,9 +396,13 @@ def make_format(
     """
     if name == "tutorial":
         if sample_bits not in (None, 8):
-            raise ConfigError("the tutorial format has 8-bit samples (--sample-bits is for meerkat)")
+            raise ConfigError(
+                "the tutorial format has 8-bit samples (--sample-bits is for meerkat)"
+            )
         if digitiser_id:
-            raise ConfigError("the tutorial format has no digitiser id (--digitiser-id is for meerkat)")
+            raise ConfigError(
+                "the tutorial format has no digitiser id (--digitiser-id is for meerkat)"
+            )
         return TutorialFormat(sum(groups))
     if name == "meerkat":
         return MeerkatFormat(groups, 10 if sample_bits is None else sample_bits, digitiser_id)

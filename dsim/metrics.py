@@ -35,9 +35,7 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(
             "dsim_output_bytes", "Payload (sample) bytes sent", value=stats.bytes
         )
-        yield CounterMetricFamily(
-            "dsim_send_errors", "Failed batch sends", value=stats.send_errors
-        )
+        yield CounterMetricFamily("dsim_send_errors", "Failed batch sends", value=stats.send_errors)
         yield GaugeMetricFamily(
             "dsim_time_error_s",
             "Real time: wall time at send completion minus the batch's last sample time",
@@ -46,12 +44,15 @@ class EngineCollector(Collector):
         yield GaugeMetricFamily(
             "dsim_capture_active", "1 while a capture runs", value=float(stats.capturing)
         )
-        yield GaugeMetricFamily("dsim_heap_size_bytes", "Payload bytes per heap",
-                                value=stats.heap_size)
-        yield GaugeMetricFamily("dsim_next_timestamp", "Timestamp of the next heap",
-                                value=stats.next_timestamp)
         yield GaugeMetricFamily(
-            "dsim_signals_seconds", "Seconds the last ?signals took to render and prepare",
+            "dsim_heap_size_bytes", "Payload bytes per heap", value=stats.heap_size
+        )
+        yield GaugeMetricFamily(
+            "dsim_next_timestamp", "Timestamp of the next heap", value=stats.next_timestamp
+        )
+        yield GaugeMetricFamily(
+            "dsim_signals_seconds",
+            "Seconds the last ?signals took to render and prepare",
             value=engine.last_signals_seconds,
         )
 

@@ -82,8 +82,13 @@ class Signal:
 
     @classmethod
     def render(
-        cls, program: Program, period: int, sample_rate: float, sample_bits: int,
-        dither_seed: int, threads: int | None = None,
+        cls,
+        program: Program,
+        period: int,
+        sample_rate: float,
+        sample_bits: int,
+        dither_seed: int,
+        threads: int | None = None,
     ) -> Signal:
         """Resolve and render `program` (slow: run it off the event loop)."""
         from .signals import render
@@ -173,8 +178,9 @@ def counter_slots(fmt: WireFormat, heap_size: int, min_count: int = 1) -> Slots:
 
     def fill(first: int, n: int, timestamp: int) -> None:
         values = np.arange(timestamp // samples, timestamp // samples + n)
-        _write_counter(fmt, payload[0, first : first + n], status[first : first + n],
-                       values, samples)
+        _write_counter(
+            fmt, payload[0, first : first + n], status[first : first + n], values, samples
+        )
 
     return Slots(heap_size, samples, payload, status, fill)
 

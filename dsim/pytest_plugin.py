@@ -33,23 +33,24 @@ if TYPE_CHECKING:  # imported when used, so that loading the plugin costs nothin
     from .simulator import Simulator
 
 try:
-    import pytest_asyncio
+    from pytest_asyncio import fixture as _fixture
 
-    _fixture = pytest_asyncio.fixture
+    _HAVE_ASYNCIO = True
 except ImportError:  # pragma: no cover - the fixtures then say what is missing
-    pytest_asyncio = None
-    _fixture = pytest.fixture
+    _fixture = pytest.fixture  # type: ignore[assignment]
+    _HAVE_ASYNCIO = False
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "dsim(**options): options of the `dsim` fixture's simulator (as dsim's "
-        "command line, with underscores)"
+        "markers",
+        "dsim(**options): options of the `dsim` fixture's simulator (as dsim's "
+        "command line, with underscores)",
     )
 
 
 def _need_asyncio() -> None:
-    if pytest_asyncio is None:
+    if not _HAVE_ASYNCIO:
         pytest.fail("dsim's fixtures need pytest-asyncio (pip install pytest-asyncio)")
 
 

@@ -14,12 +14,13 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiokatcp
 from aiokatcp import DeviceStatus, FailReply, Sensor, SensorSampler
 
-from . import __version__
+from ._version import __version__
 from .engine import Engine
 from .errors import DsimError
 from .transport import spead2_uses_gso
@@ -128,72 +129,164 @@ class DeviceServer(aiokatcp.DeviceServer):
         clock = engine.clock
         settings = engine.signal_settings
 
-        def sensor(kind: type, name: str, description: str, units: str = "",
-                   default: Any = None, **extra: Any) -> Sensor:
-            s: Sensor = Sensor(kind, name, description, units, default=default,
-                               initial_status=nominal, **extra)
+        def sensor(
+            kind: type,
+            name: str,
+            description: str,
+            units: str = "",
+            default: Any = None,
+            **extra: Any,
+        ) -> Sensor:
+            s: Sensor = Sensor(
+                kind, name, description, units, default=default, initial_status=nominal, **extra
+            )
             self.sensors.add(s)
             return s
 
-        self._capture_active = sensor(bool, "capture-active", "Whether heaps are being streamed",
-                                      default=False)
-        self._heaps = sensor(int, "transmitted-heaps", "Heaps sent since the process started",
-                             "heaps", 0, **fast)
-        self._bytes = sensor(int, "transmitted-bytes",
-                             "Payload (sample) bytes sent since the process started", "B", 0,
-                             **fast)
-        self._throughput = sensor(float, "throughput",
-                                  "Payload bytes per second over about the last second", "B/s",
-                                  0.0, **fast)
-        self._heap_size = sensor(int, "heap-size", "Payload bytes per heap", "B",
-                                 engine.heap_size)
-        self._next_timestamp = sensor(int, "next-timestamp",
-                                      "Timestamp (sample index) of the next heap to be sent",
-                                      "samples", 0, **fast)
-        self._packet_size = sensor(int, "packet-size",
-                                   "Maximum packet size in use for the current heap size", "B",
-                                   engine.packet_size)
-        self._rate = sensor(float, "rate", "Average send rate on the wire, 0 = unlimited", "B/s",
-                            engine.rate)
-        self._time_lag = sensor(float, "time-lag",
-                                "Real time: seconds the stream trails the ADC clock "
-                                "(warn above 0.1 s)", "s", 0.0, **fast)
-        self._send_errors = sensor(int, "send-errors",
-                                   "Failed batch sends since the process started "
-                                   "(warn while recent)", "", 0)
-        self._signals = sensor(str, "signals", "The signal in effect, every seed and rounded "
-                               "value spelled out (send it back to reproduce it)", "",
-                               engine.signal.canonical)
-        self._signals_orig = sensor(str, "signals-orig", "The signal as it was requested", "",
-                                    engine.signal.original)
-        self._period = sensor(int, "period", "Samples after which a signal window repeats",
-                              "samples", engine.period)
-        self._steady = sensor(int, "steady-state-timestamp",
-                              "Every heap at or after this timestamp reflects all requests so far",
-                              "samples", engine.steady_state_timestamp)
-        sensor(int, "max-period", "Largest signal period allowed", "samples",
-               settings.max_period)
-        sensor(str, "dither-seed", "Seed of the quantisation dither (an integer)", "",
-               str(settings.dither_seed))
-        sensor(str, "destinations", "Where heaps are sent (host:port, comma-separated)", "",
-               destinations or ",".join(str(e) for e in transport.destinations))
-        sensor(str, "transport", "How heaps are sent (udp, ibverbs or inproc)", "",
-               transport.kind.value)
-        sensor(int, "max-packet-size", "Upper bound for automatic packet sizing "
-               "(0 = sizes are forced)", "B",
-               0 if transport.packet_size else transport.max_packet_size)
-        sensor(bool, "spead2-gso", "Whether spead2 sends UDP with segmentation offload (GSO)",
-               "", spead2_uses_gso())
+        self._capture_active = sensor(
+            bool, "capture-active", "Whether heaps are being streamed", default=False
+        )
+        self._heaps = sensor(
+            int, "transmitted-heaps", "Heaps sent since the process started", "heaps", 0, **fast
+        )
+        self._bytes = sensor(
+            int,
+            "transmitted-bytes",
+            "Payload (sample) bytes sent since the process started",
+            "B",
+            0,
+            **fast,
+        )
+        self._throughput = sensor(
+            float,
+            "throughput",
+            "Payload bytes per second over about the last second",
+            "B/s",
+            0.0,
+            **fast,
+        )
+        self._heap_size = sensor(int, "heap-size", "Payload bytes per heap", "B", engine.heap_size)
+        self._next_timestamp = sensor(
+            int,
+            "next-timestamp",
+            "Timestamp (sample index) of the next heap to be sent",
+            "samples",
+            0,
+            **fast,
+        )
+        self._packet_size = sensor(
+            int,
+            "packet-size",
+            "Maximum packet size in use for the current heap size",
+            "B",
+            engine.packet_size,
+        )
+        self._rate = sensor(
+            float, "rate", "Average send rate on the wire, 0 = unlimited", "B/s", engine.rate
+        )
+        self._time_lag = sensor(
+            float,
+            "time-lag",
+            "Real time: seconds the stream trails the ADC clock (warn above 0.1 s)",
+            "s",
+            0.0,
+            **fast,
+        )
+        self._send_errors = sensor(
+            int,
+            "send-errors",
+            "Failed batch sends since the process started (warn while recent)",
+            "",
+            0,
+        )
+        self._signals = sensor(
+            str,
+            "signals",
+            "The signal in effect, every seed and rounded "
+            "value spelled out (send it back to reproduce it)",
+            "",
+            engine.signal.canonical,
+        )
+        self._signals_orig = sensor(
+            str, "signals-orig", "The signal as it was requested", "", engine.signal.original
+        )
+        self._period = sensor(
+            int, "period", "Samples after which a signal window repeats", "samples", engine.period
+        )
+        self._steady = sensor(
+            int,
+            "steady-state-timestamp",
+            "Every heap at or after this timestamp reflects all requests so far",
+            "samples",
+            engine.steady_state_timestamp,
+        )
+        sensor(int, "max-period", "Largest signal period allowed", "samples", settings.max_period)
+        sensor(
+            str,
+            "dither-seed",
+            "Seed of the quantisation dither (an integer)",
+            "",
+            str(settings.dither_seed),
+        )
+        sensor(
+            str,
+            "destinations",
+            "Where heaps are sent (host:port, comma-separated)",
+            "",
+            destinations or ",".join(str(e) for e in transport.destinations),
+        )
+        sensor(
+            str,
+            "transport",
+            "How heaps are sent (udp, ibverbs or inproc)",
+            "",
+            transport.kind.value,
+        )
+        sensor(
+            int,
+            "max-packet-size",
+            "Upper bound for automatic packet sizing (0 = sizes are forced)",
+            "B",
+            0 if transport.packet_size else transport.max_packet_size,
+        )
+        sensor(
+            bool,
+            "spead2-gso",
+            "Whether spead2 sends UDP with segmentation offload (GSO)",
+            "",
+            spead2_uses_gso(),
+        )
         sensor(str, "format", "Wire format (tutorial or meerkat)", "", fmt.name)
         sensor(int, "sample-bits", "Bits per ADC sample", "bit", fmt.sample_bits)
-        sensor(int, "polarisations", "Streams (one per polarisation) sent per timestamp", "",
-               fmt.n_pols)
-        sensor(bool, "real-time", "Whether the stream follows a real-time ADC clock", "",
-               clock is not None)
-        sensor(float, "sync-time", "UNIX time of timestamp 0 (0 when free-running)", "s",
-               clock.sync_time if clock else 0.0)
-        sensor(float, "adc-sample-rate", "ADC sample rate signal frequencies are read against "
-               "(real time: the clock's; free-running: nominal)", "Hz", engine.sample_rate)
+        sensor(
+            int,
+            "polarisations",
+            "Streams (one per polarisation) sent per timestamp",
+            "",
+            fmt.n_pols,
+        )
+        sensor(
+            bool,
+            "real-time",
+            "Whether the stream follows a real-time ADC clock",
+            "",
+            clock is not None,
+        )
+        sensor(
+            float,
+            "sync-time",
+            "UNIX time of timestamp 0 (0 when free-running)",
+            "s",
+            clock.sync_time if clock else 0.0,
+        )
+        sensor(
+            float,
+            "adc-sample-rate",
+            "ADC sample rate signal frequencies are read against "
+            "(real time: the clock's; free-running: nominal)",
+            "Hz",
+            engine.sample_rate,
+        )
         self.sensors.add(DeviceStatusSensor(self.sensors))
         engine.add_listener(self.update_sensors)
 
@@ -223,15 +316,21 @@ class DeviceServer(aiokatcp.DeviceServer):
         _update(self._packet_size, stats.packet_size)
         _update(self._rate, engine.rate)
         lag = stats.time_lag or 0.0
-        _update(self._time_lag, lag,
-                Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL)
+        _update(
+            self._time_lag,
+            lag,
+            Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL,
+        )
         _update(self._next_timestamp, stats.next_timestamp)
         if stats.send_errors != self._last_errors:
             self._last_errors = stats.send_errors
             self._last_error_time = time.monotonic()
         recent = time.monotonic() - self._last_error_time < SEND_ERROR_HOLD
-        _update(self._send_errors, stats.send_errors,
-                Sensor.Status.WARN if recent else Sensor.Status.NOMINAL)
+        _update(
+            self._send_errors,
+            stats.send_errors,
+            Sensor.Status.WARN if recent else Sensor.Status.NOMINAL,
+        )
         _update(self._signals, engine.signal.canonical)
         _update(self._signals_orig, engine.signal.original)
         _update(self._period, engine.period)
@@ -244,14 +343,17 @@ class DeviceServer(aiokatcp.DeviceServer):
 
     @plain_help
     async def request_capture_start(
-        self, ctx: aiokatcp.RequestContext, heaps: Optional[str] = None,
-        timestamp: Optional[str] = None,
+        self,
+        ctx: aiokatcp.RequestContext,
+        heaps: str | None = None,
+        timestamp: str | None = None,
     ) -> int:
         """Start streaming; replies with the timestamp of the first heap.
 
         With a heap count, sends exactly that many heaps per polarisation and
-        stops by itself (0: no limit, so that a timestamp can follow). With a timestamp, the capture starts exactly there (a
-        heap boundary not yet passed; in real time, not in the past), so that
+        stops by itself (0: no limit, so that a timestamp can follow). With a
+        timestamp, the capture starts exactly there (a heap boundary not yet
+        passed; in real time, not in the past), so that
         several simulators can start on the same sample. In real time without
         one, it starts at the next aligned sample after now. Fails if a capture
         is running (which carries on).
@@ -280,7 +382,7 @@ class DeviceServer(aiokatcp.DeviceServer):
 
     @plain_help
     async def request_heap_size(
-        self, ctx: aiokatcp.RequestContext, size: Optional[str] = None
+        self, ctx: aiokatcp.RequestContext, size: str | None = None
     ) -> tuple[int, int] | int:
         """Query or set the payload bytes per heap; when set, also replies the first timestamp.
 
@@ -302,8 +404,11 @@ class DeviceServer(aiokatcp.DeviceServer):
 
     @plain_help
     async def request_signals(
-        self, ctx: aiokatcp.RequestContext, spec: str, period: Optional[str] = None,
-        timestamp: Optional[str] = None,
+        self,
+        ctx: aiokatcp.RequestContext,
+        spec: str,
+        period: str | None = None,
+        timestamp: str | None = None,
     ) -> int:
         """Set the signal of each polarisation; replies with the first timestamp carrying it.
 
@@ -326,4 +431,3 @@ class DeviceServer(aiokatcp.DeviceServer):
             raise FailReply(str(exc)) from None
         self.update_sensors()
         return first
-

@@ -119,7 +119,9 @@ class Settings:
 
     def wire_format(self) -> WireFormat:
         return make_format(
-            self.format, [len(group) for group in self._groups], self.sample_bits,
+            self.format,
+            [len(group) for group in self._groups],
+            self.sample_bits,
             self.digitiser_id,
         )
 

@@ -68,7 +68,9 @@ class Simulator:
             raise StartupError(str(exc)) from None
         self.engine = engine
         server = DeviceServer(
-            engine, settings.katcp_host, settings.katcp_port,
+            engine,
+            settings.katcp_host,
+            settings.katcp_port,
             destinations=settings.destinations_text,
         )
         try:
@@ -134,7 +136,9 @@ class Simulator:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()

@@ -231,9 +231,10 @@ def spead2_uses_gso() -> bool:
     small three-packet heap from a socket of our own to an unread socket on
     127.0.0.1 and look at the option. The PyPI wheels are built without it.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink, socket.socket(
-        socket.AF_INET, socket.SOCK_DGRAM
-    ) as sock:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+    ):
         sink.bind(("127.0.0.1", 0))
         stream = spead2.send.UdpStream(
             spead2.ThreadPool(1),

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import aiokatcp
+
 from benchkit import RESULTS_DIR, katcp
 from benchkit.dsimproc import DsimProcess
 from benchkit.net import UdpSink

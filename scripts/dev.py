@@ -53,8 +53,16 @@ def ensure_env(extras: list[str]) -> None:
     target = f".[{','.join(wanted)}]" if wanted else "."
     print(f"dev.py: installing dsim{target[1:]} into {VENV}", file=sys.stderr)
     subprocess.run(
-        [str(python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-e", target],
+        [
+            str(python()),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-e",
+            target,
+        ],
         cwd=ROOT,
         check=True,
     )

@@ -11,8 +11,8 @@ import pytest
 import spead2
 
 from dsim.engine import Engine
-from dsim.verify.receiver import udp_socket as verify_socket
 from dsim.transport import Endpoint, TransportConfig, TransportKind
+from dsim.verify.receiver import udp_socket as verify_socket
 
 from .support import DsimProcess, Receiver
 
@@ -77,7 +77,9 @@ async def engines() -> AsyncIterator[Callable[..., Engine]]:
     """A factory of engines (closed at the end): ``engines(transport, heap_size, **kw)``."""
     made: list[Engine] = []
 
-    def factory(transport: TransportConfig, heap_size: int | None = None, **kwargs: object) -> Engine:
+    def factory(
+        transport: TransportConfig, heap_size: int | None = None, **kwargs: object
+    ) -> Engine:
         made.append(Engine(transport, heap_size, **kwargs))  # type: ignore[arg-type]
         return made[-1]
 

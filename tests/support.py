@@ -68,7 +68,9 @@ class Receiver:
     """
 
     def __init__(
-        self, source: socket.socket | spead2.InprocQueue, sample_bits: int = 10,
+        self,
+        source: socket.socket | spead2.InprocQueue,
+        sample_bits: int = 10,
         max_packet: int = 9200,
     ) -> None:
         self.thread_pool = spead2.ThreadPool()
@@ -93,9 +95,10 @@ class Receiver:
             async with self._changed:
                 self._changed.notify_all()
 
-    async def collect(self, ends: int = 1, idle_timeout: float = 3.0,
-                      heaps: int | None = None) -> Received:
-        """Wait for `ends` end-of-stream heaps (or `heaps` data heaps), or `idle_timeout` of quiet."""
+    async def collect(
+        self, ends: int = 1, idle_timeout: float = 3.0, heaps: int | None = None
+    ) -> Received:
+        """Wait for `ends` end-of-stream heaps (or `heaps` data heaps), or `idle_timeout` quiet."""
         received = self.received
         while not self._task.done():
             if heaps is not None and len(received.heaps) >= heaps:
@@ -125,14 +128,20 @@ class Receiver:
         timestamp = items[TIMESTAMP_ID].immediate_value
         raw = items[ADC_SAMPLES_ID]
         if DIGITISER_ID_ID in items:
-            payload = bytes(memoryview(raw))
+            payload = bytes(memoryview(raw))  # type: ignore[arg-type]
             samples = packing.unpack(np.frombuffer(payload, np.uint8), self.sample_bits)
-            self.received.heaps.append(ReceivedHeap(
-                timestamp, heap.cnt, np.asarray(samples), payload,
-                items[DIGITISER_ID_ID].immediate_value, items[DIGITISER_STATUS_ID].immediate_value,
-            ))
+            self.received.heaps.append(
+                ReceivedHeap(
+                    timestamp,
+                    heap.cnt,
+                    np.asarray(samples),
+                    payload,
+                    items[DIGITISER_ID_ID].immediate_value,
+                    items[DIGITISER_STATUS_ID].immediate_value,
+                )
+            )
         else:
-            payload = bytes(memoryview(raw))
+            payload = bytes(memoryview(raw))  # type: ignore[arg-type]
             if raw.is_immediate:  # short heaps travel in the pointer, right-aligned
                 size = self._described_size or 6
                 payload = raw.immediate_value.to_bytes(6, "big")[6 - size :]
@@ -187,7 +196,12 @@ class DsimProcess:
     @classmethod
     async def start(cls, *args: str) -> DsimProcess:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "dsim", "--katcp-port", "0", *args,
+            sys.executable,
+            "-m",
+            "dsim",
+            "--katcp-port",
+            "0",
+            *args,
             stderr=asyncio.subprocess.PIPE,
         )
         assert process.stderr is not None

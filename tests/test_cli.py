@@ -79,8 +79,10 @@ BAD_COMMAND_LINES = [
     (["--format", "meerkat", "--packet-size", "9000"], "drop --packet-size"),
     (["--format", "meerkat", "--heap-size", "5121"], "whole groups of 10-bit samples"),
     (["--format", "meerkat", "--heap-size", "20480"], "one packet per heap"),
-    (["--format", "meerkat", "--digitiser-id", "5", "127.0.0.1:7148", "127.0.0.1:7149"],
-     "digitiser id 5 is odd"),
+    (
+        ["--format", "meerkat", "--digitiser-id", "5", "127.0.0.1:7148", "127.0.0.1:7149"],
+        "digitiser id 5 is odd",
+    ),
     (["--format", "meerkat", "--digitiser-id", "99999999999999999999999"], "48-bit immediate"),
     (["--format", "meerkat", "--digitiser-id", str(1 << 48)], "48-bit immediate"),
     (["--format", "meerkat", "--sample-bits", "40"], "sample bits must be 2-16"),
@@ -88,8 +90,10 @@ BAD_COMMAND_LINES = [
     (["--format", "vinyl"], "argument --format: invalid choice"),
     (["--sync-time", "5"], "--sync-time needs --adc-sample-rate"),
     (["--adc-sample-rate", "1e6", "--rate", "5"], "give one"),
-    (["--format", "meerkat", "--adc-sample-rate", "1e8", "--align-samples", "1000"],
-     "not a multiple of the heap's 4096 samples"),
+    (
+        ["--format", "meerkat", "--adc-sample-rate", "1e8", "--align-samples", "1000"],
+        "not a multiple of the heap's 4096 samples",
+    ),
     (["--period", "0"], "period must be a positive sample count"),
     (["--period", str(1 << 28)], "exceeds the maximum period"),
     (["--dither-seed=-1"], "dither seed must be a non-negative integer"),
@@ -117,7 +121,9 @@ def test_port_in_use_exits_1_with_one_line() -> None:
         port = busy.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "dsim", "--katcp-port", str(port)],
-            capture_output=True, text=True, timeout=TIMEOUT,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
         )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
@@ -128,7 +134,9 @@ def test_port_in_use_exits_1_with_one_line() -> None:
 def test_ibverbs_unavailable_exits_1_with_one_line() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "dsim", "--ibv", "239.102.0.1:7148", "--interface", "127.0.0.1"],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
@@ -143,10 +151,27 @@ def test_version_and_help() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "dsim", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for flag in ["--katcp-host", "--katcp-port", "--heap-size", "--packet-size", "--rate",
-                 "--ttl", "--interface", "--ibv", "--affinity", "--start", "--log-level",
-                 "--max-packet-size", "--main-affinity", "--signals", "--period",
-                 "--max-period", "--dither-seed", "--end-of-stream", "--prometheus-port"]:
+    for flag in [
+        "--katcp-host",
+        "--katcp-port",
+        "--heap-size",
+        "--packet-size",
+        "--rate",
+        "--ttl",
+        "--interface",
+        "--ibv",
+        "--affinity",
+        "--start",
+        "--log-level",
+        "--max-packet-size",
+        "--main-affinity",
+        "--signals",
+        "--period",
+        "--max-period",
+        "--dither-seed",
+        "--end-of-stream",
+        "--prometheus-port",
+    ]:
         assert flag in out
 
 
@@ -176,4 +201,4 @@ async def test_startup_log_and_gso_warning_only_when_it_matters(
     before_capture = log[: log.index("capture started")]
     assert "WARNING" not in before_capture  # nothing is being sent yet: nothing to warn about
     if "without segmentation offload" in log:
-        assert "with a spead2 built without GSO" in log[log.index("capture started") - 200:]
+        assert "with a spead2 built without GSO" in log[log.index("capture started") - 200 :]

@@ -31,10 +31,10 @@ async def start_verify(port: int, *args: str) -> subprocess.Popen[str]:
     return proc
 
 
-async def finish_verify(proc: subprocess.Popen[str]) -> dict[str, Any]:
+async def finish_verify(proc: subprocess.Popen[str]) -> Any:
     out, err = await asyncio.to_thread(proc.communicate, timeout=TIMEOUT)
     assert out, err
-    return json.loads(out)  # type: ignore[no-any-return]
+    return json.loads(out)
 
 
 async def connect(dsim: DsimProcess) -> aiokatcp.Client:
@@ -86,7 +86,9 @@ async def test_captures_and_resizes_are_segments_not_errors(
     assert report["clean"] is True and report["captures"] == 2
     segments = report["segments"]
     assert [(s["capture"], s["heap_size"], s["first_timestamp"]) for s in segments] == [
-        (0, 8192, 0), (1, 8192, 3000 * 8192), (1, 4096, int(first_small))
+        (0, 8192, 0),
+        (1, 8192, 3000 * 8192),
+        (1, 4096, int(first_small)),
     ]
     assert segments[0]["heaps"] == 3000
     assert segments[1]["heaps"] + segments[2]["heaps"] == int(sent)
@@ -101,13 +103,33 @@ async def test_meerkat_real_time_captures_without_stop_heaps(
     sync = time.time() - 5.0
     port = unused_udp_port
     verify = await start_verify(
-        port, "--digitiser-id", "4", "--digitiser-id", "5", "--sync-time", str(sync),
-        "--adc-sample-rate", "4e6", "--clock-tolerance", "0.1", "--timeout", "2",
+        port,
+        "--digitiser-id",
+        "4",
+        "--digitiser-id",
+        "5",
+        "--sync-time",
+        str(sync),
+        "--adc-sample-rate",
+        "4e6",
+        "--clock-tolerance",
+        "0.1",
+        "--timeout",
+        "2",
     )
     dsim: DsimProcess = await dsim_processes(
-        "--format", "meerkat", "--digitiser-id", "4", "--adc-sample-rate", "4e6",
-        "--sync-time", str(sync), "--align-samples", str(1 << 16),
-        f"127.0.0.1:{port}", f"127.0.0.1:{port}",
+        "--format",
+        "meerkat",
+        "--digitiser-id",
+        "4",
+        "--adc-sample-rate",
+        "4e6",
+        "--sync-time",
+        str(sync),
+        "--align-samples",
+        str(1 << 16),
+        f"127.0.0.1:{port}",
+        f"127.0.0.1:{port}",
     )
     client = await connect(dsim)
     async with asyncio.timeout(TIMEOUT):
@@ -137,12 +159,20 @@ async def test_a_signal_stream_checked_with_the_sensors_of_dsim(
 ) -> None:
     port = unused_udp_port
     dsim: DsimProcess = await dsim_processes(
-        "--format", "meerkat", "--rate", "50e6", "--period", str(1 << 18),
-        "--signals", "c = wgn(0.1); c + cw(0.5, 200e6); nodither(delay(c, 1.5));",
-        f"127.0.0.1:{port}", f"127.0.0.1:{port}",
+        "--format",
+        "meerkat",
+        "--rate",
+        "50e6",
+        "--period",
+        str(1 << 18),
+        "--signals",
+        "c = wgn(0.1); c + cw(0.5, 200e6); nodither(delay(c, 1.5));",
+        f"127.0.0.1:{port}",
+        f"127.0.0.1:{port}",
     )
-    verify = await start_verify(port, "--katcp", f"127.0.0.1:{dsim.port}", "--heaps", "256",
-                                "--timeout", "10")
+    verify = await start_verify(
+        port, "--katcp", f"127.0.0.1:{dsim.port}", "--heaps", "256", "--timeout", "10"
+    )
     client = await connect(dsim)
     async with asyncio.timeout(TIMEOUT):
         await client.request("capture-start", 128)

@@ -192,8 +192,9 @@ async def test_meerkat_fan_out_over_groups(engines: Factory) -> None:
 
 
 async def test_meerkat_end_of_stream_on_request(engines: Factory) -> None:
-    engine = engines(inproc_transport(2), wire_format=layout.MeerkatFormat([1, 1]),
-                     end_of_stream=True)
+    engine = engines(
+        inproc_transport(2), wire_format=layout.MeerkatFormat([1, 1]), end_of_stream=True
+    )
     engine.start(3)
     await engine.wait_capture()
     assert [r.ends for r in await drain(engine, 10)] == [1, 1]
@@ -216,7 +217,7 @@ async def test_a_failed_capture_is_not_permanent(
     calls = 0
     real = stream.async_send_heaps
 
-    def fail_once(heaps: spead2.send.HeapReferenceList, mode: object) -> object:
+    def fail_once(heaps: spead2.send.HeapReferenceList, mode: spead2.send.GroupMode) -> object:
         nonlocal calls
         calls += 1
         if calls == 2:  # the first data batch, after the descriptors

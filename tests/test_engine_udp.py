@@ -38,9 +38,7 @@ async def test_several_destinations_take_turns(
     engines: Factory, sinks: Callable[..., Sink]
 ) -> None:
     pair = [sinks(), sinks()]
-    engine = engines(
-        TransportConfig(destinations=[s.endpoint for s in pair], rate=TEST_RATE), 4096
-    )
+    engine = engines(TransportConfig(destinations=[s.endpoint for s in pair], rate=TEST_RATE), 4096)
     engine.start(301)
     await engine.wait_capture()
     got = [await s.receiver.collect() for s in pair]

@@ -43,8 +43,9 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def test_prometheus_metrics_agree_with_the_sensors(sink: Sink) -> None:
-    async with Simulator(destinations=[sink.dest], rate=TEST_RATE, prometheus_port=0,
-                         heap_size=4096) as sim:
+    async with Simulator(
+        destinations=[sink.dest], rate=TEST_RATE, prometheus_port=0, heap_size=4096
+    ) as sim:
         port = sim.prometheus_port
         assert port is not None
         idle = await asyncio.to_thread(scrape, port)

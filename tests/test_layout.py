@@ -26,8 +26,9 @@ def test_tutorial_heaps_match_spead2s_item_group(heap_size: int) -> None:
     fmt = layout.TutorialFormat(1)
     cells = np.array([123456789, 0], layout.CELL_DTYPE)
     payload = (np.arange(heap_size) % 251).astype(np.uint8)
-    ours = fmt.build_heap(layout.immediate_bytes(cells)[0], payload,
-                          layout.immediate_bytes(cells)[1], 0, False)
+    ours = fmt.build_heap(
+        layout.immediate_bytes(cells)[0], payload, layout.immediate_bytes(cells)[1], 0, False
+    )
     group = fmt.item_group(heap_size)
     group["timestamp"].value = 123456789
     group["adc_samples"].value = payload.view(np.int8)

@@ -27,7 +27,7 @@ from dsim.spead import (
     TIMESTAMP_ID,
     status_word,
 )
-from dsim.transport import TransportConfig
+from dsim.transport import Endpoint, TransportConfig
 
 from .conftest import TEST_RATE, Sink, needs_netns, udp_socket
 from .support import check_cnts, check_contiguous, check_counter, counter_value
@@ -71,9 +71,11 @@ async def test_the_wire_format_two_polarisations_interleaved(engines: Factory) -
     port = sock.getsockname()[1]
     fmt = layout.MeerkatFormat([1, 1], 10, digitiser_id=6)
     engine = engines(
-        TransportConfig(destinations=[f"127.0.0.1:{port}"] and  # both polarisations here
-                        [layout_endpoint(port), layout_endpoint(port)], rate=TEST_RATE),
-        HEAP, wire_format=fmt, descriptor_interval=0,
+        # Both polarisations to this one socket.
+        TransportConfig(destinations=[layout_endpoint(port)] * 2, rate=TEST_RATE),
+        HEAP,
+        wire_format=fmt,
+        descriptor_interval=0,
     )
     assert engine.packet_size == 5192
     engine.start(520)  # 520 timestamps, so the counter passes 511 (full scale)
@@ -100,9 +102,7 @@ async def test_the_wire_format_two_polarisations_interleaved(engines: Factory) -
     assert sum(1 for i in range(0, len(data), 2) if items_of(data[i])[0x3102]) == 3
 
 
-def layout_endpoint(port: int) -> object:
-    from dsim.transport import Endpoint
-
+def layout_endpoint(port: int) -> Endpoint:
     return Endpoint("127.0.0.1", port)
 
 
@@ -117,7 +117,9 @@ async def test_descriptors_have_odd_ids_and_spead2_decodes_the_samples(
     fmt = layout.MeerkatFormat([1], 10, digitiser_id=6)
     engine = engines(
         TransportConfig(destinations=[layout_endpoint(sock.getsockname()[1])], rate=TEST_RATE),
-        HEAP, wire_format=fmt, descriptor_interval=0.2,
+        HEAP,
+        wire_format=fmt,
+        descriptor_interval=0.2,
     )
     ig = spead2.ItemGroup()
     cnts: dict[str, list[int]] = {"data": [], "descriptors": []}
@@ -161,9 +163,11 @@ async def test_a_stock_receiver_gets_two_captures_completely(engines: Factory) -
         streams.append(stream)
     fmt = layout.MeerkatFormat([1, 1], 10, digitiser_id=0)
     engine = engines(
-        TransportConfig(destinations=[layout_endpoint(s.getsockname()[1]) for s in socks],
-                        rate=TEST_RATE),
-        HEAP, wire_format=fmt,
+        TransportConfig(
+            destinations=[layout_endpoint(s.getsockname()[1]) for s in socks], rate=TEST_RATE
+        ),
+        HEAP,
+        wire_format=fmt,
     )
     engine.start(300)
     await engine.wait_capture()
@@ -242,8 +246,9 @@ async def test_heap_size_rules_of_the_format(engines: Factory, sink: Sink) -> No
 
 
 @pytest.mark.parametrize("heap_size", [5, 10, 15])
-async def test_tiny_meerkat_heaps_work(engines: Factory, sinks: Callable[..., Sink],
-                                       heap_size: int) -> None:
+async def test_tiny_meerkat_heaps_work(
+    engines: Factory, sinks: Callable[..., Sink], heap_size: int
+) -> None:
     """Heaps of 15 bytes or less used to break the engine inside spead2."""
     sink = sinks(10)
     engine = meerkat(engines, [sink])
@@ -286,7 +291,7 @@ FANOUT_SCRIPT = textwrap.dedent(
         subprocess.run(command.split(), check=True)
 
     async def main():
-        groups = [parse_destination("239.102.0.64+7:7148"), parse_destination("239.102.0.72+7:7148")]
+        groups = [parse_destination(f"239.102.0.{base}+7:7148") for base in (64, 72)]
         receivers = {}
         for pol, group in enumerate(groups):
             for endpoint in group:
@@ -330,7 +335,9 @@ FANOUT_SCRIPT = textwrap.dedent(
 def test_fan_out_over_eight_multicast_groups_per_polarisation() -> None:
     result = subprocess.run(
         ["unshare", "--net", sys.executable, "-c", FANOUT_SCRIPT],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)

@@ -259,7 +259,7 @@ async def test_heap_counts_are_plain_decimal_digits(
 async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
     for name in ("capture-start", "capture-stop", "heap-size", "signals", "time"):
         (line, reply) = await typist.type(f"?help {name}")
-        assert reply == f"!help ok 1"
+        assert reply == "!help ok 1"
         assert "----" not in line  # no numpydoc underlines
         assert r"\_\_" not in line  # no runs of escaped spaces (indentation)
 
@@ -267,8 +267,11 @@ async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
 async def test_meerkat_real_time_sensors_and_time_request(sinks: object) -> None:
     sync = time.time() - 10.0
     async with Simulator(
-        destinations=["127.0.0.1:7148", "127.0.0.1:7149"], format="meerkat",
-        adc_sample_rate=1e6, sync_time=sync, align_samples=1 << 16,
+        destinations=["127.0.0.1:7148", "127.0.0.1:7149"],
+        format="meerkat",
+        adc_sample_rate=1e6,
+        sync_time=sync,
+        align_samples=1 << 16,
     ) as sim:
         assert await sim.sensor("format") == "meerkat"
         assert await sim.sensor("sample-bits") == 10

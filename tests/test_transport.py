@@ -182,7 +182,9 @@ MULTICAST_SCRIPT = textwrap.dedent(
 def test_multicast_with_ttl_and_interface_in_a_private_namespace() -> None:
     result = subprocess.run(
         ["unshare", "--net", sys.executable, "-c", MULTICAST_SCRIPT],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"sent": 500, "heaps": 500, "clean": True}

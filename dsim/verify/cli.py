@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from .. import __version__
+from .._version import __version__
 from ..cliutil import OneLineParser
 from ..clock import Clock
 from ..errors import ConfigError
