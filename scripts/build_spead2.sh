@@ -30,7 +30,7 @@ if "$python" -c "$gso_check" 2>/dev/null; then
     exit 0
 fi
 
-packages=(g++ pkg-config libboost-dev libdivide-dev libibverbs-dev librdmacm-dev libpcap-dev)
+packages=(g++ pkg-config libboost-dev libboost-program-options-dev libdivide-dev libibverbs-dev librdmacm-dev libpcap-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
