@@ -3,7 +3,8 @@
 
     python3 scripts/dev.py run [DSIM ARGS...]     # the simulator, defaults for one machine
     python3 scripts/dev.py test [PYTEST ARGS...]  # the whole test suite
-    python3 scripts/dev.py --gso test             # the same with spead2 built with GSO
+    python3 scripts/dev.py check                  # ruff and mypy, as pre-commit runs them
+    python3 scripts/dev.py --gso test             # the suite with spead2 built with GSO
 
 The environment is ``.venv`` at the project root, with dsim installed in
 editable mode plus the extras the command needs. It is (re)installed only when
@@ -28,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
-EXTRAS = {"run": [], "test": ["test"]}
+EXTRAS = {"run": [], "test": ["test"], "check": ["test", "dev"]}
 
 
 def python() -> Path:
@@ -78,7 +79,7 @@ def main() -> int:
         VENV = ROOT / ".venv-gso"
     if not argv or argv[0] not in EXTRAS:
         print(__doc__.strip().splitlines()[0], file=sys.stderr)
-        print("usage: dev.py [--gso] {run,test} [ARGS...]", file=sys.stderr)
+        print("usage: dev.py [--gso] {run,test,check} [ARGS...]", file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
     if args[:1] == ["--"]:
@@ -89,6 +90,10 @@ def main() -> int:
         os.environ["DSIM_EXPECT_GSO"] = "1"
     if command == "run":
         argv = [str(python()), "-m", "dsim", *args]
+    elif command == "check":
+        # pre-commit's hooks are local: they run ruff and mypy from this venv.
+        os.environ["PATH"] = f"{python().parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        argv = [str(python()), "-m", "pre_commit", "run", "--all-files", *args]
     else:
         argv = [str(python()), "-m", "pytest", *args]
     os.chdir(ROOT)
