@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import threading
 import time
 import weakref
 from collections import deque
@@ -254,6 +255,8 @@ class Engine:
         if heap_size is None:
             heap_size = self.format.default_heap_size
         self._check_heap_size(heap_size)
+        #: Set when the engine closes: a render or plan being built stops at once.
+        self._cancel = threading.Event()
         if initial_signal is None:
             signal = Signal.counter(self.format.n_pols)
         else:
@@ -331,6 +334,7 @@ class Engine:
             self.format.sample_bits,
             settings.dither_seed,
             settings.threads,
+            self._cancel,
         )
 
     def _make_plan(self, signal: Signal, heap_size: int) -> Plan:
@@ -359,7 +363,7 @@ class Engine:
         if paced_rate:
             steps = min(steps, max(1, int(paced_rate * PACED_BATCH / heap_samples)))
         slots = signal.slots(fmt, heap_size, ring_length(fmt, 1, self._n_batches * steps))
-        ring = HeapRing(fmt, slots, packets, self._n_batches * steps)
+        ring = HeapRing(fmt, slots, packets, self._n_batches * steps, self._cancel)
         return Plan(
             signal=signal,
             heap_size=heap_size,
@@ -709,7 +713,8 @@ class Engine:
         self._notify()
 
     async def close(self) -> None:
-        """Stop any capture, then free the stream and its thread (the engine is done)."""
+        """Stop any capture and any signal being rendered, then free the stream and its thread."""
+        self._cancel.set()
         await self.stop()
         if self._pending is not None and not self._pending.future.done():
             self._pending.future.set_exception(CaptureError("engine closed"))

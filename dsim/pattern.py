@@ -19,6 +19,7 @@ which the heap ring (:mod:`dsim.ring`) points its heaps at.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -89,14 +90,15 @@ class Signal:
         sample_bits: int,
         dither_seed: int,
         threads: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> Signal:
-        """Resolve and render `program` (slow: run it off the event loop)."""
+        """Resolve and render `program` (slow: run it off the event loop; `cancel` stops it)."""
         from .signals import render
 
         if program.is_counter:
             return cls.counter(program.n_outputs, program.text)
         resolved = program.resolve(period, sample_rate)
-        window = render(resolved, sample_bits, dither_seed, threads=threads)
+        window = render(resolved, sample_bits, dither_seed, threads=threads, cancel=cancel)
         return cls(program.text, resolved.canonical, period, window, resolved)
 
     @property

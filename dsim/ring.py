@@ -18,6 +18,8 @@ never share a timestamp cell with the batch being prepared.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import spead2.send
 
@@ -39,7 +41,12 @@ class HeapRing:
     """Prebuilt heaps for every position of the ring, and their timestamp cells."""
 
     def __init__(
-        self, fmt: WireFormat, slots: Slots, packets: PacketChoice, min_length: int
+        self,
+        fmt: WireFormat,
+        slots: Slots,
+        packets: PacketChoice,
+        min_length: int,
+        cancel: threading.Event | None = None,
     ) -> None:
         length = ring_length(fmt, slots.count, min_length)
         n_heaps = length * fmt.n_pols
@@ -58,6 +65,8 @@ class HeapRing:
         status_bytes = slots.status.view(np.uint8).reshape(slots.count, fmt.n_pols, 8)[:, :, 2:]
         refs = []
         for i in range(length):
+            if cancel is not None and cancel.is_set():
+                raise ConfigError("building the heaps was cancelled: the engine is closing")
             j = i % slots.count
             for pol in range(fmt.n_pols):
                 heap = fmt.build_heap(

@@ -121,6 +121,22 @@ async def test_capture_stop_in_real_time_replies_promptly(
     assert await dsim.finish() == 0
 
 
+async def test_a_signal_being_rendered_does_not_hold_up_a_stop(
+    dsim_processes: Callable[..., Any], sink: Sink
+) -> None:
+    dsim: DsimProcess = await dsim_processes(
+        "--format", "meerkat", sink.dest, sink.dest, "--max-period", str(1 << 28)
+    )
+    # A quarter of a billion samples of noise per polarisation: seconds of work.
+    request = asyncio.create_task(dsim.katcpcmd("signals", "wgn(0.1); wgn(0.1);", str(1 << 28)))
+    await asyncio.sleep(0.5)
+    start = time.monotonic()
+    dsim.process.send_signal(signal.SIGTERM)
+    assert await dsim.finish() == 0
+    assert time.monotonic() - start < BOUND
+    request.cancel()
+
+
 SLOW_SHUTDOWN = textwrap.dedent(
     """
     import asyncio, sys
