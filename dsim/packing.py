@@ -21,6 +21,8 @@ import threading
 
 import numpy as np
 
+from .spead import wrap_signed
+
 #: Samples per unit of the fast even-width paths (one uint64 of int16 samples).
 _UNIT = 4
 
@@ -33,22 +35,6 @@ def group_samples(bits: int) -> int:
 def group_bytes(bits: int) -> int:
     """Bytes in that run (5 for 10-bit samples)."""
     return group_samples(bits) * bits // 8
-
-
-def full_scale(bits: int) -> int:
-    """The largest positive sample value (511 for 10 bits): at or beyond it, a sample saturates."""
-    return (1 << (bits - 1)) - 1
-
-
-def wrap(values: np.ndarray, bits: int) -> np.ndarray:
-    """`values` (any integers) wrapped into the signed `bits`-bit range."""
-    half = 1 << (bits - 1)
-    return (np.asarray(values, dtype=np.int64) + half) % (1 << bits) - half
-
-
-def saturated(values: np.ndarray, bits: int) -> np.ndarray:
-    """Which samples sit at full scale (``|value| >= 2**(bits-1) - 1``: 511 for 10 bits)."""
-    return np.abs(np.asarray(values, dtype=np.int64)) >= full_scale(bits)
 
 
 def _check_bits(bits: int) -> None:
@@ -236,7 +222,7 @@ def pack(values: np.ndarray, bits: int) -> np.ndarray:
     # Pad each row to whole units: the padding only adds bytes after the row's own.
     padded_n = -(-n // _UNIT) * _UNIT
     flat = np.zeros((rows.shape[0], padded_n), np.int16)
-    flat[:, :n] = wrap(rows, bits)
+    flat[:, :n] = wrap_signed(rows, bits)
     out = np.empty((rows.shape[0], padded_n * bits // 8), np.uint8)
     pack_into(flat.reshape(-1), bits, out.reshape(-1))
     return out[:, : n * bits // 8].reshape(*lead, n * bits // 8)
@@ -296,14 +282,5 @@ def _unpack_general(data: np.ndarray, bits: int) -> np.ndarray:
             shift = end - (8 * byte + 8)  # where this byte's bits sit within the sample
             part = groups[..., byte] << shift if shift >= 0 else groups[..., byte] >> -shift
             out[..., j] |= part
-    return wrap(out.reshape(rows, -1) & ((1 << bits) - 1), bits)
+    return wrap_signed(out.reshape(rows, -1) & ((1 << bits) - 1), bits)
 
-
-def uniform_groups(values: np.ndarray, bits: int) -> np.ndarray:
-    """For each value, the packed bytes of one group of samples all equal to it.
-
-    A heap whose samples are all `value` is this group repeated: the engine
-    writes it with one broadcast assignment per batch.
-    """
-    values = np.asarray(values, dtype=np.int64)
-    return pack(np.repeat(values[..., np.newaxis], group_samples(bits), axis=-1), bits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsim import packing
+from dsim import packing, spead
 
 
 def reference_pack(values: np.ndarray, bits: int) -> np.ndarray:
@@ -75,11 +75,10 @@ def test_wrong_sizes_are_refused() -> None:
         packing.pack_into(np.zeros(4, np.int16), 10, np.empty(4, np.uint8))
 
 
-def test_helpers() -> None:
-    assert packing.full_scale(10) == 511 and packing.full_scale(8) == 127
-    np.testing.assert_array_equal(packing.wrap(np.array([512, -513, 5]), 10), [-512, 511, 5])
+def test_the_shared_sample_rules() -> None:
+    assert spead.full_scale(10) == 511 and spead.full_scale(8) == 127
+    np.testing.assert_array_equal(spead.wrap_signed(np.array([512, -513, 5]), 10), [-512, 511, 5])
     np.testing.assert_array_equal(
-        packing.saturated(np.array([511, -511, 510, -512]), 10), [True, True, False, True]
+        spead.status_word(np.array([0, 7, 70000])),
+        [0, (7 << 32) | 2, (0xFFFF << 32) | 2],  # the count saturates at 16 bits
     )
-    groups = packing.uniform_groups(np.array([1, -1]), 10)
-    np.testing.assert_array_equal(groups, packing.pack(np.array([[1] * 4, [-1] * 4]), 10))

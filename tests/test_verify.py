@@ -27,6 +27,7 @@ import spead2.send
 import spead2.send.asyncio
 
 from dsim.errors import ConfigError
+from dsim.packing import group_samples, pack
 from dsim.spead import FLAVOUR, full_scale, status_word, wrap_signed
 from dsim.verify import (
     Report,
@@ -37,7 +38,6 @@ from dsim.verify import (
     udp_socket,
 )
 from dsim.verify import receiver as receiver_module
-from dsim.verify.bits import group_samples, pack
 from dsim.verify.cli import main
 
 TIMEOUT = 30.0

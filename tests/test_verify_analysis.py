@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from dsim.errors import ConfigError
+from dsim.packing import group_samples, pack, unpack
 from dsim.spead import full_scale, status_word
 from dsim.verify import Checker, DataHeap, SampleCollector, WindowPattern, measure
-from dsim.verify.bits import group_samples, pack, unpack
 from dsim.verify.plot import plot_spectra, require
 
 BITS = 10

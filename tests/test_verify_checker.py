@@ -11,9 +11,9 @@ import spead2.recv
 import spead2.send
 
 from dsim.clock import Clock
+from dsim.packing import group_samples, pack, unpack
 from dsim.spead import FLAVOUR, full_scale, status_word, wrap_signed
 from dsim.verify import Checker, CounterPattern, DataHeap, Report
-from dsim.verify.bits import group_samples, pack, unpack
 from dsim.verify.decode import Decoder, HeapKind
 
 H = 1024  # samples per heap

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import packing
+from ..spead import full_scale
 from .synth import Context, Value, dither_stream
 
 _U16 = np.float32(2.0**-16)
@@ -52,7 +53,7 @@ def quantise_into(
     clipped to full scale (NaN to +full scale), at the cost of one more pass.
     """
     n = packed.shape[0] * 8 // bits
-    scale = packing.full_scale(bits)
+    scale = full_scale(bits)
     y = x if owned and isinstance(x, np.ndarray) else ctx.get(n)
     if isinstance(x, float):
         y.fill(x)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..packing import unpack
 from ..spead import full_scale
-from .bits import unpack
 from .checker import DataHeap
 from .report import Correlation, Measurement, Tone
 

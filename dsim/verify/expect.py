@@ -24,8 +24,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..packing import group_bytes, group_samples, pack, unpack
 from ..spead import full_scale
-from .bits import group_bytes, group_samples, pack, unpack
 from .report import PayloadError
 
 #: Expected payloads of the counter pattern kept at once (one per value and heap size).
