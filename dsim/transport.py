@@ -309,29 +309,18 @@ def open_stream(
         if config.buffer_size is not None
         else spead2.send.asyncio.UdpStream.DEFAULT_BUFFER_SIZE
     )
+    multicast = any(e.is_multicast for e in config.destinations)
+    interface = None if config.interface is None else resolve_interface(config.interface)
+    udp = spead2.send.asyncio.UdpStream
     try:
-        if any(e.is_multicast for e in config.destinations):
-            if config.interface is not None:
-                return spead2.send.asyncio.UdpStream(
-                    thread_pool,
-                    endpoints,
-                    stream_config,
-                    buffer_size,
-                    config.ttl,
-                    resolve_interface(config.interface),
-                )
-            return spead2.send.asyncio.UdpStream(
-                thread_pool, endpoints, stream_config, buffer_size, config.ttl
-            )
-        if config.interface is not None:
-            return spead2.send.asyncio.UdpStream(
-                thread_pool,
-                endpoints,
-                stream_config,
-                buffer_size,
-                resolve_interface(config.interface),
-            )
-        return spead2.send.asyncio.UdpStream(thread_pool, endpoints, stream_config, buffer_size)
+        # spead2's overloads: multicast takes a TTL before the interface, unicast does not.
+        if multicast and interface:
+            return udp(thread_pool, endpoints, stream_config, buffer_size, config.ttl, interface)
+        if multicast:
+            return udp(thread_pool, endpoints, stream_config, buffer_size, config.ttl)
+        if interface:
+            return udp(thread_pool, endpoints, stream_config, buffer_size, interface)
+        return udp(thread_pool, endpoints, stream_config, buffer_size)
     except (RuntimeError, OSError) as exc:
         where = _join(config.destinations)
         raise TransportError(f"cannot open UDP stream to {where}: {exc}") from None

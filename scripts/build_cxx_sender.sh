@@ -61,19 +61,7 @@ if [ -x "$binary" ] && [ -f "$out/BUILD-INFO" ] && command -v strace >/dev/null 
 fi
 
 # --- Debian packages: compiler, spead2's dependencies, strace for the check
-packages=(g++ pkg-config libboost-dev libdivide-dev libibverbs-dev librdmacm-dev libpcap-dev strace)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    say "installing ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt_install.sh" spead2-build strace
 
 # --- build tools: meson, ninja and what spead2's meson.build runs (jinja2, pycparser,
 # packaging), in a venv of their own so that the project's venv stays as it is

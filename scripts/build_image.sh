@@ -52,16 +52,7 @@ sudo=()
 [ "$(id -u)" -eq 0 ] || sudo=(sudo)
 
 apt_install() {
-    local missing=() p
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-    say "installing ${missing[*]} (apt-get)"
-    "${sudo[@]}" apt-get update -qq >&2 || die "apt-get update failed"
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >&2 || die "apt-get install ${missing[*]} failed"
+    "$(dirname "$0")/apt_install.sh" "$@" || die "could not install $*"
 }
 
 # ------------------------------------------------------------------ engine

@@ -30,18 +30,7 @@ if "$python" -c "$gso_check" 2>/dev/null; then
     exit 0
 fi
 
-packages=(g++ pkg-config libboost-dev libboost-program-options-dev libdivide-dev libibverbs-dev librdmacm-dev libpcap-dev)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    echo "build_spead2.sh: installing ${missing[*]}"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$(dirname "$0")/apt_install.sh" spead2-build
 
 version="$("$python" -c 'import importlib.metadata as m; print(m.version("spead2"))' 2>/dev/null || true)"
 spec="spead2${version:+==$version}"
