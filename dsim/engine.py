@@ -25,34 +25,29 @@ The engine knows nothing of katcp: :mod:`dsim.server` drives it through
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import spead2
-import spead2.send
-
 from .clock import Clock, check_finite
 from .errors import ConfigError, DsimError
-from .layout import PacketChoice, WireFormat, end_heaps, wire_bytes
-from .pattern import Signal
-from .ring import HeapRing, ring_length
-from .spead import TIMESTAMP_MODULUS
-from .stats import RateMeter, Statistics
-from .transport import (
-    SendStream,
-    TransportConfig,
-    TransportKind,
-    make_thread_pool,
-    open_stream,
-    spead2_uses_gso,
+from .layout import WireFormat
+from .pattern import (
+    DEFAULT_MAX_PERIOD,
+    DEFAULT_NOMINAL_SAMPLE_RATE,
+    DEFAULT_PERIOD,
+    Signal,
+    SignalSettings,
+    check_period,
 )
+from .plan import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Plan, make_plan
+from .sender import Sender
+from .spead import TIMESTAMP_MODULUS
+from .stats import Statistics
+from .transport import TransportConfig, TransportKind, spead2_uses_gso
 
 if TYPE_CHECKING:
     from .signals import Program
@@ -61,122 +56,29 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between descriptor heaps while capturing (receivers that join late).
 DEFAULT_DESCRIPTOR_INTERVAL = 5.0
-#: Target payload per batch, and batches in flight (about 2 MiB). With two, a
-#: delayed wake-up of the Python thread drained spead2's queue at GSO rates
-#: (measured: 4 batches 1.04-1.13x of 2 on the GSO build, neutral on the wheel).
-DEFAULT_BATCH_BYTES = 512 * 1024
-DEFAULT_BATCHES = 4
-#: Upper bound on timestamps per batch, so that tiny heaps do not make huge batches.
-MAX_BATCH_STEPS = 8192
-#: Paced streams: a batch covers at most this many seconds of samples ...
-PACED_BATCH = 0.002
-#: ... is released this long before its first sample is due ...
+#: Paced streams: a batch is handed to spead2 this long before its first sample is due.
 RELEASE_LEAD = 0.002
-#: ... and spead2 sends it this much faster than nominal, so that it never falls
-#: behind on its own, but never slower than one timestamp (all polarisations)
-#: in this many seconds, so that what is queued always drains quickly.
-PACED_HEADROOM = 0.01
-MAX_STEP_SECONDS = 0.005
-#: Paced streams: bytes spead2 may send back to back before it sleeps. Its default
-#: (64 KiB) made the rate limiter, not the CPU, the limit at MeerKAT L-band rates
-#: (measured with scripts/bench_realtime.py: 256 KiB kept to the clock at 1712 MHz).
-PACED_BURST = 256 * 1024
 #: Real time: falling this far behind the ADC clock is logged (at most every 10 s).
 LAG_WARN = 0.1
 LAG_LOG_PERIOD = 10.0
-#: Default signal window and the largest one allowed, in samples.
-DEFAULT_PERIOD = 1 << 25
-DEFAULT_MAX_PERIOD = 1 << 27
-#: Free-running streams read signal frequencies against this ADC rate (MeerKAT L-band).
-DEFAULT_NOMINAL_SAMPLE_RATE = 1712e6
 #: Unlimited or fast (bytes/s) sending without GSO is worth a warning.
 FAST_RATE = 1e9
+
+__all__ = [
+    "DEFAULT_BATCHES",
+    "DEFAULT_BATCH_BYTES",
+    "DEFAULT_DESCRIPTOR_INTERVAL",
+    "DEFAULT_MAX_PERIOD",
+    "DEFAULT_NOMINAL_SAMPLE_RATE",
+    "DEFAULT_PERIOD",
+    "CaptureError",
+    "Engine",
+    "SignalSettings",
+]
 
 
 class CaptureError(DsimError):
     """A capture request that does not fit the current state."""
-
-
-@dataclass(frozen=True)
-class SignalSettings:
-    """How signals are generated: window sizes, dither and the rate Hz are read against."""
-
-    period: int = DEFAULT_PERIOD
-    max_period: int = DEFAULT_MAX_PERIOD
-    dither_seed: int = 0
-    #: Free-running streams have no ADC clock; frequencies are read against this rate.
-    nominal_sample_rate: float = DEFAULT_NOMINAL_SAMPLE_RATE
-    #: Worker threads for rendering windows (None: one per core).
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_period, bool) or self.max_period <= 0:
-            raise ConfigError(f"max period must be a positive sample count, not {self.max_period}")
-        check_period(self.period, self.max_period)
-        if isinstance(self.dither_seed, bool) or self.dither_seed < 0:
-            raise ConfigError(f"dither seed must be a non-negative integer, not {self.dither_seed}")
-        check_finite(self.nominal_sample_rate, "nominal sample rate", positive=True)
-
-
-def check_period(period: int, max_period: int) -> None:
-    """Raise :exc:`ConfigError` unless `period` is a usable window length."""
-    if isinstance(period, bool) or not isinstance(period, int) or period <= 0:
-        raise ConfigError(f"period must be a positive sample count, not {period!r}")
-    if period > max_period:
-        raise ConfigError(f"period {period} exceeds the maximum period of {max_period} samples")
-
-
-#: Engines not yet closed; see :func:`_release_at_exit`.
-_live_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
-
-
-@atexit.register
-def _release_at_exit() -> None:
-    """Free the spead2 streams of engines never closed, before spead2's own exit handler.
-
-    spead2 stops its thread pools in an atexit handler; a send stream destroyed
-    after that (in the interpreter's final garbage collection) can spin forever
-    waiting for a thread that is gone (spead2 issue #251). Registered after
-    spead2 was imported, this handler runs before spead2's.
-    """
-    for engine in list(_live_engines):
-        engine._release()
-
-
-@dataclass
-class Plan:
-    """Everything that depends on the heap size and the signal."""
-
-    signal: Signal
-    heap_size: int
-    heap_samples: int
-    packets: PacketChoice
-    steps: int  #: timestamps per full batch
-    ring: HeapRing
-    descriptor_heap: spead2.send.Heap
-    #: Wire bytes of one timestamp's heaps (all polarisations), headers included.
-    step_wire_bytes: int
-    #: Samples per second the stream is paced at; 0 = unpaced.
-    paced_rate: float
-
-    @property
-    def spead2_rate(self) -> float:
-        """The rate spead2 sends at (bytes/s, 0 = unlimited); see the module docstring."""
-        if not self.paced_rate:
-            return 0.0
-        nominal = self.paced_rate / self.heap_samples * self.step_wire_bytes
-        return max(nominal * (1 + PACED_HEADROOM), self.step_wire_bytes / MAX_STEP_SECONDS)
-
-
-@dataclass
-class _InFlight:
-    """One batch handed to spead2."""
-
-    future: asyncio.Future[int]
-    heaps: int
-    payload_bytes: int
-    end_timestamp: int  #: timestamp just after the batch's last sample
-    plan: Plan  # keeps the heaps and their memory alive until sent
 
 
 @dataclass
@@ -262,41 +164,24 @@ class Engine:
         else:
             signal = self._render(initial_signal, self.signal_settings.period)
         self._signal_period = self.signal_settings.period
-        self._thread_pool = make_thread_pool(transport)
         self._plan = self._make_plan(signal, heap_size)
-        self._stream: SendStream | None = None
-        self._current_key: tuple[int, float, int] | None = None
-        self._data_submitted = 0  # data heaps handed to spead2: their (even) heap ids
-        self._odd_submitted = 0  # descriptor and end-of-stream heaps: odd heap ids
-        self._open_stream(self._plan)
+        self._sender = Sender(transport, self.format, clock, batches, throughput_window)
+        self._sender.open_for(self._plan)
         self._next_timestamp = 0
         self._steady_state = 0
         # Capture state
         self._task: asyncio.Task[int] | None = None
         self._stop_requested = False
         self._wake: asyncio.Event | None = None
-        self._inflight: deque[_InFlight] = deque()
-        self._descriptor_future: asyncio.Future[int] | None = None
         self._pending: _Change | None = None
         self._change_lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
-        # Statistics
-        self._heaps = 0
-        self._bytes = 0
-        self._send_errors = 0
-        self._capture_heaps = 0
-        self._meter = RateMeter(throughput_window)
-        self._last_error_log = -1e9
-        self._errors_since_log = 0
         self._last_lag_log = -1e9
+        self._gso_warned = False
         self.failure: BaseException | None = None
-        #: Real time: wall time when the last batch was sent, less the time of its
-        #: last sample (what katgpucbf's simulator exports as dsim_time_error_s).
-        self.time_error = 0.0
         #: Seconds the last signal change took, from request to ready.
         self.last_signals_seconds = 0.0
         self._closed = False
-        _live_engines.add(self)
 
     # ------------------------------------------------------------------ set-up
 
@@ -339,71 +224,16 @@ class Engine:
 
     def _make_plan(self, signal: Signal, heap_size: int) -> Plan:
         """Build everything for `heap_size` and `signal` (slow: thousands of heaps)."""
-        fmt = self.format
-        heap_samples = fmt.heap_samples(heap_size)
-        signal.check_heap_samples(heap_samples)
-        packets = fmt.packet_size(
+        return make_plan(
+            self.format,
+            self.transport,
+            self.clock,
+            signal,
             heap_size,
-            self.transport.max_packet_size,
-            self.transport.packet_size,
-            # Equal packets pay only where UDP GSO can send runs of them in one call.
-            equal=self.transport.kind == TransportKind.UDP and spead2_uses_gso(),
+            batches=self._n_batches,
+            batch_bytes=self._batch_bytes,
+            cancel=self._cancel,
         )
-        step_wire = (
-            wire_bytes(fmt.sample_heap(heap_size, packets.repeat_pointers), packets.size)
-            * fmt.n_pols
-        )
-        if self.clock is not None:
-            paced_rate = self.clock.adc_sample_rate
-        elif self.transport.rate:
-            paced_rate = self.transport.rate / step_wire * heap_samples
-        else:
-            paced_rate = 0.0
-        steps = max(1, min(MAX_BATCH_STEPS, round(self._batch_bytes / (heap_size * fmt.n_pols))))
-        if paced_rate:
-            steps = min(steps, max(1, int(paced_rate * PACED_BATCH / heap_samples)))
-        slots = signal.slots(fmt, heap_size, ring_length(fmt, 1, self._n_batches * steps))
-        ring = HeapRing(fmt, slots, packets, self._n_batches * steps, self._cancel)
-        return Plan(
-            signal=signal,
-            heap_size=heap_size,
-            heap_samples=heap_samples,
-            packets=packets,
-            steps=steps,
-            ring=ring,
-            descriptor_heap=fmt.descriptor_heap(heap_size),
-            step_wire_bytes=step_wire,
-            paced_rate=paced_rate,
-        )
-
-    def _stream_key(self, plan: Plan) -> tuple[int, float, int]:
-        """What a stream for `plan` is configured with: packet size, rate and queue length."""
-        max_heaps = self._n_batches * plan.steps * self.format.n_pols + 2 * self.format.n_substreams
-        return plan.packets.size, plan.spead2_rate, max_heaps
-
-    def _needs_new_stream(self, plan: Plan) -> bool:
-        return (
-            self._stream is None
-            or self._stream_key(plan) != self._current_key
-            or self.transport.kind == TransportKind.IBVERBS  # ibverbs registers the memory
-        )
-
-    def _open_stream(self, plan: Plan) -> None:
-        """Make the stream `plan` needs, unless the current one will do (nothing in flight)."""
-        if not self._needs_new_stream(plan):
-            return
-        key = self._stream_key(plan)
-        packet_size, rate, max_heaps = key
-        config = spead2.send.StreamConfig(
-            max_packet_size=packet_size, rate=rate, max_heaps=max_heaps
-        )
-        if rate:
-            config.burst_size = PACED_BURST
-        memory = [plan.ring.slots.payload]
-        self._stream = open_stream(self.transport, self._thread_pool, config, memory)
-        self._current_key = key
-        # Heap ids run on across streams, as if there were only ever one: data even.
-        self._stream.set_cnt_sequence(2 * self._data_submitted + 2, 2)
 
     # -------------------------------------------------------------- properties
 
@@ -423,8 +253,7 @@ class Engine:
     @property
     def rate(self) -> float:
         """Average rate on the wire (bytes/s) the stream is paced at; 0 = unlimited."""
-        plan = self._plan
-        return plan.paced_rate / plan.heap_samples * plan.step_wire_bytes
+        return self._plan.wire_rate
 
     @property
     def batch_heaps(self) -> int:
@@ -457,15 +286,15 @@ class Engine:
 
     def statistics(self) -> Statistics:
         return Statistics(
-            heaps=self._heaps,
-            bytes=self._bytes,
-            send_errors=self._send_errors,
-            throughput=self._meter.rate() if self.capturing else 0.0,
+            heaps=self._sender.heaps,
+            bytes=self._sender.bytes,
+            send_errors=self._sender.send_errors,
+            throughput=self._sender.meter.rate() if self.capturing else 0.0,
             capturing=self.capturing,
             heap_size=self.heap_size,
             packet_size=self.packet_size,
             next_timestamp=self.next_timestamp,
-            capture_heaps=self._capture_heaps,
+            capture_heaps=self._sender.capture_heaps,
             time_lag=self.time_lag(),
         )
 
@@ -521,9 +350,7 @@ class Engine:
         self.failure = None
         self._stop_requested = False
         self._wake = asyncio.Event()
-        self._capture_heaps = 0
-        self._meter.reset()
-        self._meter.record(self._bytes)
+        self._sender.start_capture()
         start_at = self.clock.time_of(first) - RELEASE_LEAD if self.clock is not None else None
         self._task = asyncio.get_running_loop().create_task(
             self._capture(heaps, start_at), name="dsim-capture"
@@ -691,7 +518,7 @@ class Engine:
         previous = self._plan
         try:
             self._plan = change.plan
-            self._open_stream(change.plan)
+            self._sender.open_for(change.plan)
         except Exception as exc:
             self._plan = previous
             if not change.future.done():
@@ -720,13 +547,14 @@ class Engine:
             self._pending.future.set_exception(CaptureError("engine closed"))
         self._release()
 
+    @property
+    def time_error(self) -> float:
+        """Real time: wall time when the last batch was sent, less its last sample's time."""
+        return self._sender.time_error
+
     def _release(self) -> None:
-        # Dropping the last references destroys the spead2 stream and thread pool now,
-        # while the interpreter is fully alive (see _release_at_exit).
         self._closed = True
-        self._stream = None
-        self._thread_pool = None  # type: ignore[assignment]
-        _live_engines.discard(self)
+        self._sender.release()
 
     # ----------------------------------------------------------- capture loop
 
@@ -734,10 +562,11 @@ class Engine:
         remaining = limit
         pacer = self._make_pacer(self._plan)
         next_descriptors = 0.0
-        submitted = self._data_submitted
+        sender = self._sender
+        submitted = sender.submitted
         try:
             if start_at is not None and not await self._sleep_until(start_at):
-                return self._capture_heaps
+                return sender.capture_heaps
             while not self._stop_requested and remaining != 0:
                 change = self._pending
                 if change is not None and (
@@ -749,7 +578,7 @@ class Engine:
                     continue
                 now = time.monotonic()
                 if now >= next_descriptors:
-                    await self._send_descriptors()
+                    await sender.send_descriptors(self._plan)
                     next_descriptors = (
                         now + self._descriptor_interval
                         if self._descriptor_interval
@@ -767,21 +596,12 @@ class Engine:
                 if pacer is not None and not await self._sleep_until(pacer.due(t) - RELEASE_LEAD):
                     break
                 yielded = False
-                while len(self._inflight) >= self._n_batches:
-                    await self._retire()
+                while sender.full:
+                    await sender.retire()
                     yielded = True
                 ring.prepare(position, steps, t)
-                stream = self._stream
-                assert stream is not None, "the engine was released while capturing"
-                heaps = steps * self.format.n_pols
-                future = stream.async_send_heaps(
-                    ring.batch(position, steps), spead2.send.GroupMode.SERIAL
-                )
                 self._next_timestamp = t + steps * plan.heap_samples
-                self._inflight.append(
-                    _InFlight(future, heaps, heaps * plan.heap_size, self._next_timestamp, plan)
-                )
-                self._data_submitted += heaps
+                sender.submit(plan, position, steps, self._next_timestamp)
                 if remaining is not None:
                     remaining -= steps
                 if self.clock is not None:
@@ -789,13 +609,13 @@ class Engine:
                 if not yielded:
                     await asyncio.sleep(0)  # let katcp in, even when spead2 keeps up
         finally:
-            await self._drain()
-            if self.end_of_stream and self._data_submitted > submitted:
-                await self._send_end()
+            await sender.drain()
+            if self.end_of_stream and sender.submitted > submitted:
+                await sender.send_end()
             change = self._pending
             if change is not None and change.timestamp is None:
                 self._install(change)
-        return self._capture_heaps
+        return sender.capture_heaps
 
     def _make_pacer(self, plan: Plan, previous: _Pacer | None = None) -> _Pacer | None:
         """The release schedule for `plan`: the ADC clock, or the rate from now on."""
@@ -825,68 +645,9 @@ class Engine:
 
     async def _apply(self, change: _Change) -> None:
         """Switch to `change`'s plan at this batch boundary."""
-        if self._needs_new_stream(change.plan):
-            await self._drain()  # a new stream must not overtake what the old one holds
+        if self._sender.needs_new_stream(change.plan):
+            await self._sender.drain()  # a new stream must not overtake what the old one holds
         self._install(change)
-
-    async def _send_descriptors(self) -> None:
-        """Send a descriptor heap to every destination, with the next odd heap ids."""
-        if self._descriptor_future is not None:
-            future, self._descriptor_future = self._descriptor_future, None
-            await self._settle(future)
-        stream = self._stream
-        assert stream is not None
-        refs = [
-            spead2.send.HeapReference(
-                self._plan.descriptor_heap, cnt=self._next_odd_cnt(), substream_index=substream
-            )
-            for substream in range(self.format.n_substreams)
-        ]
-        self._descriptor_future = stream.async_send_heaps(
-            spead2.send.HeapReferenceList(refs), spead2.send.GroupMode.SERIAL
-        )
-
-    def _next_odd_cnt(self) -> int:
-        self._odd_submitted += 1
-        return 2 * self._odd_submitted - 1
-
-    async def _settle(self, future: asyncio.Future[int]) -> bool:
-        """Wait for a send; count and log a failure. Returns whether it succeeded."""
-        try:
-            await future
-        except (RuntimeError, OSError) as exc:
-            self._send_errors += 1
-            self._log_send_error(exc)
-            return False
-        return True
-
-    async def _retire(self) -> None:
-        """Wait for the oldest batch in flight and account for it."""
-        batch = self._inflight[0]
-        ok = await self._settle(batch.future)
-        self._inflight.popleft()
-        if ok:
-            self._heaps += batch.heaps
-            self._capture_heaps += batch.heaps
-            self._bytes += batch.payload_bytes
-            self._meter.record(self._bytes)
-            if self.clock is not None:
-                self.time_error = time.time() - self.clock.time_of(batch.end_timestamp)
-
-    async def _drain(self) -> None:
-        while self._inflight:
-            await self._retire()
-        if self._descriptor_future is not None:
-            future, self._descriptor_future = self._descriptor_future, None
-            await self._settle(future)
-
-    async def _send_end(self) -> None:
-        if self._stream is None:
-            return
-        first = 2 * self._odd_submitted + 1
-        self._odd_submitted += self.format.n_substreams
-        heaps = end_heaps(self.format.n_substreams, first)
-        await self._settle(self._stream.async_send_heaps(heaps, spead2.send.GroupMode.SERIAL))
 
     def _check_lag(self) -> None:
         """Log (at most every 10 s) when the stream falls behind its ADC clock."""
@@ -905,7 +666,7 @@ class Engine:
         if self.transport.kind != TransportKind.UDP or spead2_uses_gso():
             return
         rate = self.rate
-        if (rate == 0 or rate >= FAST_RATE) and not getattr(self, "_gso_warned", False):
+        if (rate == 0 or rate >= FAST_RATE) and not self._gso_warned:
             self._gso_warned = True
             logger.warning(
                 "sending at %s with a spead2 built without GSO (the PyPI wheel): it can cap "
@@ -914,25 +675,10 @@ class Engine:
                 f"{rate:g} B/s" if rate else "unlimited rate",
             )
 
-    def _log_send_error(self, exc: BaseException) -> None:
-        """Log send failures at most once per second, with a count of those not logged."""
-        self._errors_since_log += 1
-        now = time.monotonic()
-        if now - self._last_error_log >= 1.0:
-            logger.warning(
-                "send failed (%d failed batch sends since last report, %d in all): %s",
-                self._errors_since_log,
-                self._send_errors,
-                exc,
-            )
-            self._last_error_log = now
-            self._errors_since_log = 0
-
     def _capture_done(self, task: asyncio.Task[int]) -> None:
-        self._inflight.clear()
-        self._descriptor_future = None
+        self._sender.forget()
         if task.cancelled():
-            logger.info("capture cancelled after %d heaps", self._capture_heaps)
+            logger.info("capture cancelled after %d heaps", self._sender.capture_heaps)
         elif task.exception() is not None:
             # Never permanent: the next capture starts afresh (the failure shows until then).
             self.failure = task.exception()
@@ -942,7 +688,7 @@ class Engine:
             logger.info(
                 "capture stopped: %d heaps sent (%d in all, %d payload bytes, %d send errors); "
                 "next timestamp %d",
-                self._capture_heaps,
+                self._sender.capture_heaps,
                 stats.heaps,
                 stats.bytes,
                 stats.send_errors,

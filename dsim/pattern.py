@@ -27,12 +27,52 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import packing
+from .clock import check_finite
 from .errors import ConfigError
 from .layout import CELL_DTYPE, WireFormat
 from .spead import full_scale, status_word, wrap_signed
 
 if TYPE_CHECKING:
     from .signals import Program, Resolved, Window
+
+
+#: Default signal window and the largest one allowed, in samples. 2**25 samples
+#: resolve 51 Hz at MeerKAT L-band (1712e6 samples/s), far finer than any
+#: correlator channel; they take 42 MiB per polarisation (10-bit) and render in
+#: about 0.4 s on two cores (see README).
+DEFAULT_PERIOD = 1 << 25
+DEFAULT_MAX_PERIOD = 1 << 27
+#: Free-running streams read signal frequencies against this ADC rate (MeerKAT L-band).
+DEFAULT_NOMINAL_SAMPLE_RATE = 1712e6
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """How signals are generated: window sizes, dither and the rate Hz are read against."""
+
+    period: int = DEFAULT_PERIOD
+    max_period: int = DEFAULT_MAX_PERIOD
+    dither_seed: int = 0
+    #: Free-running streams have no ADC clock; frequencies are read against this rate.
+    nominal_sample_rate: float = DEFAULT_NOMINAL_SAMPLE_RATE
+    #: Worker threads for rendering windows (None: one per core).
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_period, bool) or self.max_period <= 0:
+            raise ConfigError(f"max period must be a positive sample count, not {self.max_period}")
+        check_period(self.period, self.max_period)
+        if isinstance(self.dither_seed, bool) or self.dither_seed < 0:
+            raise ConfigError(f"dither seed must be a non-negative integer, not {self.dither_seed}")
+        check_finite(self.nominal_sample_rate, "nominal sample rate", positive=True)
+
+
+def check_period(period: int, max_period: int) -> None:
+    """Raise :exc:`ConfigError` unless `period` is a usable window length."""
+    if isinstance(period, bool) or not isinstance(period, int) or period <= 0:
+        raise ConfigError(f"period must be a positive sample count, not {period!r}")
+    if period > max_period:
+        raise ConfigError(f"period {period} exceeds the maximum period of {max_period} samples")
 
 
 @dataclass(frozen=True)

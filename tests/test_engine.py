@@ -212,7 +212,7 @@ async def test_a_failed_capture_is_not_permanent(
     engines: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = engines(inproc_transport(), 8192)
-    stream = engine._stream
+    stream = engine._sender.stream
     assert stream is not None
     calls = 0
     real = stream.async_send_heaps
