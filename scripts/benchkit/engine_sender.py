@@ -5,7 +5,9 @@ Everything the benchmarks need of ``dsim.engine``, ``dsim.layout`` and
 alone: the free-running tutorial-format sender of ``bench_send.py``
 (:class:`EngineSender`), the MeerKAT-format real-time (or unpaced) stream of
 ``bench_realtime.py`` (:class:`MeerkatEngine`), the engine's packet-size choice,
-its defaults and limits, and dsim's GSO probe.
+its defaults and limits, and dsim's GSO probe. Signal specs reach the engine
+here too (``initial_signal`` and :class:`~dsim.engine.SignalSettings`), parsed
+with :func:`dsim.signals.parse`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,18 @@ import time
 from collections.abc import Sequence
 
 from dsim.clock import Clock
-from dsim.engine import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Engine
+from dsim.engine import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCHES,
+    DEFAULT_MAX_PERIOD,
+    DEFAULT_PERIOD,
+    Engine,
+    SignalSettings,
+)
 from dsim.errors import ConfigError
 from dsim.layout import MeerkatFormat, TutorialFormat, validate_heap_size
+from dsim.plan import PACED_BURST
+from dsim.signals import parse
 from dsim.transport import (
     DEFAULT_MAX_PACKET_SIZE,
     MAX_PACKET_SIZE,
@@ -34,8 +45,11 @@ __all__ = [
     "DEFAULT_BATCHES",
     "DEFAULT_BATCH_BYTES",
     "DEFAULT_MAX_PACKET_SIZE",
+    "DEFAULT_MAX_PERIOD",
+    "DEFAULT_PERIOD",
     "MAX_PACKET_SIZE",
     "MIN_PACKET_SIZE",
+    "PACED_BURST",
     "EngineSender",
     "MeerkatEngine",
     "auto_choice",
@@ -132,16 +146,41 @@ class MeerkatEngine:
     """dsim's engine in the MeerKAT format, one polarisation per port, for bench_realtime.
 
     With an `adc_rate` it runs on the simulated ADC clock (real time, synchronised
-    now); with None it runs unpaced. It implements :class:`benchkit.realtime.Stream`.
+    now); with None it runs unpaced. `signals` (a full spec, one output per port)
+    is parsed and rendered here, in the constructor, so before any timed part
+    (``initial_signal``, with `period` and `dither_seed` as
+    :class:`~dsim.engine.SignalSettings`); None sends the counter pattern. The
+    stream may be started and stopped repeatedly. It implements
+    :class:`benchkit.realtime.Stream`.
     """
 
-    def __init__(self, ports: Sequence[int], adc_rate: float | None, sample_bits: int = 10):
+    def __init__(
+        self,
+        ports: Sequence[int],
+        adc_rate: float | None,
+        sample_bits: int = 10,
+        signals: str | None = None,
+        period: int = DEFAULT_PERIOD,
+        dither_seed: int = 1,
+    ):
         clock = None if adc_rate is None else Clock(adc_rate, time.time(), align_samples=1 << 20)
+        started = time.monotonic()
         self.engine = Engine(
             TransportConfig(destinations=[Endpoint(LOCALHOST, port) for port in ports]),
             wire_format=MeerkatFormat([1] * len(ports), sample_bits),
             clock=clock,
+            signals=SignalSettings(period=period, dither_seed=dither_seed),
+            initial_signal=None if signals is None else parse(signals),
         )
+        #: Seconds the constructor took (rendering the signal, building the heap ring).
+        self.setup_seconds = time.monotonic() - started
+        if signals is not None and self.engine.signal.is_counter:
+            raise ConfigError(f"the engine did not take the signal {signals!r}")
+
+    @property
+    def signal(self) -> str:
+        """The canonical spec the engine sends (``counter();...`` for the counter pattern)."""
+        return self.engine.signal.canonical
 
     def start(self) -> None:
         self.engine.start()

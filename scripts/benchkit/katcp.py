@@ -54,3 +54,13 @@ async def sensor_float(
 ) -> float:
     """A float sensor's value."""
     return float(await sensor_value(client, name, timeout))
+
+
+async def sensor_reading(
+    client: aiokatcp.Client, name: str, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[float, str, str]:
+    """Sensor `name` as (timestamp, status, value text): the timestamp is the server's UNIX
+    time of the reading, so rates come out right however late the request is answered."""
+    _, informs = await request(client, "sensor-value", name, timeout=timeout)
+    args = [a.decode() if isinstance(a, bytes) else str(a) for a in informs[0].arguments]
+    return float(args[0]), args[3], args[4]

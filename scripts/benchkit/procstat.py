@@ -73,3 +73,13 @@ class CpuMonitor:
         if before is None or after is None or after[0] <= before[0]:
             return None
         return max(0.0, (after[1] - before[1]) / self.hz / (after[0] - before[0]))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds `pid` (all its threads) has used, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")

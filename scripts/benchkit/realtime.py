@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .net import port_of, udp_socket
+from .procstat import CpuMonitor
 
 #: Achieved within this fraction of requested, and lag under MAX_LAG: keeps up.
 TOLERANCE = 0.005
@@ -54,23 +55,42 @@ async def measure_once(
     paced: bool = True,
     warmup: float = 1.0,
 ) -> dict[str, float]:
-    """One run; unpaced runs are compared with the rate `adc_rate` would need."""
+    """One run of a new stream; unpaced runs are compared with the rate `adc_rate` would need."""
     sinks = [udp_socket() for _ in range(polarisations)]
     try:
         stream = factory([port_of(s) for s in sinks], adc_rate if paced else None)
         try:
-            stream.start()
-            await asyncio.sleep(warmup)
-            b0, t0 = stream.bytes_sent(), time.monotonic()
-            await asyncio.sleep(seconds)
-            b1, t1 = stream.bytes_sent(), time.monotonic()
-            lag = stream.time_lag()
-            await stream.stop()
+            return await measure_stream(stream, adc_rate, polarisations, seconds, paced, warmup)
         finally:
             await stream.close()
     finally:
         for sink in sinks:
             sink.close()
+
+
+async def measure_stream(
+    stream: Stream,
+    adc_rate: float,
+    polarisations: int,
+    seconds: float,
+    paced: bool = True,
+    warmup: float = 1.0,
+) -> dict[str, float]:
+    """Start `stream`, measure one window after `warmup` seconds, stop it (it stays open).
+
+    ``other_cpu`` is how many CPUs other processes kept busy during the window
+    (:class:`benchkit.procstat.CpuMonitor`; NaN without /proc).
+    """
+    monitor = CpuMonitor([])
+    stream.start()
+    try:
+        await asyncio.sleep(warmup)
+        b0, t0, c0 = stream.bytes_sent(), time.monotonic(), monitor.snapshot()
+        await asyncio.sleep(seconds)
+        b1, t1, c1 = stream.bytes_sent(), time.monotonic(), monitor.snapshot()
+        lag = stream.time_lag()
+    finally:
+        await stream.stop()
     requested = adc_rate * SAMPLE_BITS / 8 * polarisations
     achieved = (b1 - b0) / (t1 - t0)
     ratio = achieved / requested
@@ -86,6 +106,7 @@ async def measure_once(
         "ratio": ratio,
         "time_lag_s": float("nan") if lag is None else lag,
         "keeps_up": keeps_up,
+        "other_cpu": float("nan") if (other := monitor.other_cpus(c0, c1)) is None else other,
     }
 
 

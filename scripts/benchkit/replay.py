@@ -13,7 +13,8 @@ Paced (an ADC rate given), it follows the simulated ADC clock as dsim's engine
 does: sample ``t`` belongs to time ``sync + t / rate``, a batch is handed to
 spead2 at most 2 ms before its first sample, and spead2 paces it 1 % faster
 than nominal. Unpaced, it sends as fast as it can from timestamp 0. It
-implements :class:`benchkit.realtime.Stream`.
+implements :class:`benchkit.realtime.Stream` and may be started and stopped
+repeatedly.
 
 `burst_size` is spead2's rate-limiter burst (default 64 KiB). At GSO rates a
 64 KiB burst lasts about 30 us, and the sending thread's wake-ups between
@@ -148,6 +149,8 @@ class MeerkatReplay:
         return self.sync_time + timestamp / self.adc_rate
 
     def start(self) -> None:
+        """Start sending (again, after :meth:`stop`: at the next aligned sample after now)."""
+        self._stopping = False
         if self.adc_rate is not None:
             now = (time.time() - self.sync_time) * self.adc_rate
             self.next_timestamp = math.ceil(now / ALIGN_SAMPLES) * ALIGN_SAMPLES
