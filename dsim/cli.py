@@ -292,7 +292,10 @@ async def run(settings: Settings) -> None:
     engine = simulator.engine
     assert engine is not None
     host, port = simulator.katcp_address
-    logger.info("katcp server listening on %s:%d", host, port)
+    if logger.isEnabledFor(logging.INFO):
+        logger.info("katcp server listening on %s:%d", host, port)
+    else:  # scripts and dsim.array read the port from this line, at any log level
+        print(f"dsim: katcp server listening on {host}:{port}", file=sys.stderr, flush=True)
     if simulator.prometheus_port is not None:
         logger.info("Prometheus metrics on port %d", simulator.prometheus_port)
     logger.info(

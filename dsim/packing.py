@@ -283,4 +283,3 @@ def _unpack_general(data: np.ndarray, bits: int) -> np.ndarray:
             part = groups[..., byte] << shift if shift >= 0 else groups[..., byte] >> -shift
             out[..., j] |= part
     return wrap_signed(out.reshape(rows, -1) & ((1 << bits) - 1), bits)
-

@@ -131,14 +131,21 @@ class Signal:
         dither_seed: int,
         threads: int | None = None,
         cancel: threading.Event | None = None,
+        into: Window | None = None,
     ) -> Signal:
-        """Resolve and render `program` (slow: run it off the event loop; `cancel` stops it)."""
+        """Resolve and render `program` (slow: run it off the event loop; `cancel` stops it).
+
+        `into` is a window of the same shape that nothing sends from any more: it is
+        overwritten, which saves allocating (and faulting in) a new one.
+        """
         from .signals import render
 
         if program.is_counter:
             return cls.counter(program.n_outputs, program.text)
         resolved = program.resolve(period, sample_rate)
-        window = render(resolved, sample_bits, dither_seed, threads=threads, cancel=cancel)
+        window = render(
+            resolved, sample_bits, dither_seed, threads=threads, cancel=cancel, into=into
+        )
         return cls(program.text, resolved.canonical, period, window, resolved)
 
     @property
@@ -174,11 +181,19 @@ class Signal:
         count = window.period // heap_samples
         period_bytes = window.period * window.sample_bits // 8
         payload = window.packed[:, :period_bytes].reshape(n_pols, count, heap_size)
+        status = np.empty((count, n_pols), CELL_DTYPE)
+        self.write_status(fmt, heap_samples, status)
+        return Slots(heap_size, heap_samples, payload, status)
+
+    def write_status(self, fmt: WireFormat, heap_samples: int, status: np.ndarray) -> None:
+        """Write the ``digitiser_status`` of each heap of the window into `status` cells."""
+        window = self.window
+        assert window is not None
+        n_pols = window.packed.shape[0]
+        count = window.period // heap_samples
         groups = window.saturated[:, : window.period // fmt.group_samples]
         per_heap = groups.reshape(n_pols, count, -1).sum(axis=2, dtype=np.uint64)
-        status = np.empty((count, n_pols), CELL_DTYPE)
         status[:] = status_word(per_heap.T)
-        return Slots(heap_size, heap_samples, payload, status)
 
 
 #: Largest counter pattern replayed from memory. Beyond it (tutorial heaps over

@@ -213,6 +213,12 @@ class Sender:
             future, self._descriptor_future = self._descriptor_future, None
             await self._settle(future)
 
+    async def unused(self, plan: Plan) -> None:
+        """Wait until no batch in flight sends from `plan`'s heaps (so its memory may change)."""
+        futures = [batch.future for batch in self._inflight if batch.plan is plan]
+        if futures:
+            await asyncio.wait(futures)
+
     def forget(self) -> None:
         """Drop the books of a capture that failed (spead2 keeps what it holds alive)."""
         self._inflight.clear()

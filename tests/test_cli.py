@@ -202,3 +202,12 @@ async def test_startup_log_and_gso_warning_only_when_it_matters(
     assert "WARNING" not in before_capture  # nothing is being sent yet: nothing to warn about
     if "without segmentation offload" in log:
         assert "with a spead2 built without GSO" in log[log.index("capture started") - 200 :]
+
+
+async def test_the_katcp_address_is_announced_at_any_log_level(
+    dsim_processes: Callable[..., Any], sink: Sink
+) -> None:
+    dsim: DsimProcess = await dsim_processes(sink.dest, "--log-level", "ERROR")
+    assert dsim.log[-1].startswith("dsim: katcp server listening on 127.0.0.1:")
+    await dsim.katcpcmd("halt")
+    assert await dsim.finish() == 0

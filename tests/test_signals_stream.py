@@ -256,3 +256,31 @@ async def test_two_processes_send_identical_samples_at_equal_timestamps(
     assert not np.array_equal(
         assemble(got[0].heaps, 0, start, 4096), assemble(got[0].heaps, 1, start, 4096)
     )
+
+
+async def test_switching_back_and_forth_reuses_the_spare_window(sink: Sink) -> None:
+    """The third window is rendered into the first one's memory and heaps: still exact."""
+    specs = ["cw(0.5, 100e6); wgn(0.1, 1);", "wgn(0.2, 2); cw(0.3, 50e6);", "comb(0.9, 1e6); 0.25;"]
+    async with meerkat(sink, dither_seed=8) as sim:
+        assert sim.engine is not None
+        await sim.capture_start()
+        switches = []
+        rings = []
+        for spec in specs:
+            await asyncio.sleep(0.1)
+            switches.append(await sim.set_signals(spec))
+            rings.append(sim.engine._plan.ring)
+        await asyncio.sleep(0.1)
+        await sim.capture_stop()
+        received = await sink.receiver.collect(idle_timeout=1.0)
+    assert rings[2] is rings[0]  # no heap was built for the third window
+    bounds = [*switches, received.heaps[-1].timestamp + SAMPLES]
+    for spec, start, end in zip(specs, bounds, bounds[1:], strict=False):
+        canonical = parse(spec).resolve(PERIOD, FS).canonical
+        expected = [window_samples(canonical, pol, seed=8) for pol in (0, 1)]
+        heaps = [h for h in received.heaps if start <= h.timestamp < end]
+        assert heaps
+        for heap in heaps:
+            offset = heap.timestamp % PERIOD
+            window = expected[heap.digitiser_id or 0]
+            assert np.array_equal(heap.samples, window[offset : offset + SAMPLES])
