@@ -52,6 +52,14 @@ class Clock:
                 f"alignment must be a positive sample count, not {self.align_samples}"
             )
 
+    def check_heap_samples(self, heap_samples: int) -> None:
+        """Raise :exc:`ConfigError` unless captures can start on heap boundaries."""
+        if self.align_samples % heap_samples:
+            raise ConfigError(
+                f"the alignment of {self.align_samples} samples (--align-samples) is not a "
+                f"multiple of the heap's {heap_samples} samples"
+            )
+
     def time_of(self, timestamp: int) -> float:
         """UNIX time at which sample `timestamp` is taken."""
         return self.sync_time + timestamp / self.adc_sample_rate

@@ -127,7 +127,7 @@ class Engine:
         wire_format: WireFormat | None = None,
         clock: Clock | None = None,
         signals: SignalSettings | None = None,
-        initial_signal: Program | None = None,
+        initial_signal: str | Program | None = None,
         descriptor_interval: float = DEFAULT_DESCRIPTOR_INTERVAL,
         end_of_stream: bool | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
@@ -165,7 +165,7 @@ class Engine:
         if initial_signal is None:
             signal = Signal.counter(self.format.n_pols)
         else:
-            signal = self._render(initial_signal, self.signal_settings.period)
+            signal = self._render(_program(initial_signal), self.signal_settings.period)
         self._signal_period = self.signal_settings.period
         self._plan = self._make_plan(signal, heap_size)
         self._sender = Sender(transport, self.format, clock, batches, throughput_window)
@@ -199,12 +199,7 @@ class Engine:
     def _check_heap_size(self, heap_size: int) -> None:
         self.format.check_heap_size(heap_size, self.transport.max_packet_size)
         if self.clock is not None:
-            samples = self.format.heap_samples(heap_size)
-            if self.clock.align_samples % samples:
-                raise ConfigError(
-                    f"heap size {heap_size} ({samples} samples) does not divide the "
-                    f"alignment of {self.clock.align_samples} samples"
-                )
+            self.clock.check_heap_samples(self.format.heap_samples(heap_size))
 
     def _render(self, program: Program, period: int, into: Window | None = None) -> Signal:
         """Check `program` against this stream and render it (slow for windows)."""
@@ -286,6 +281,11 @@ class Engine:
     def period(self) -> int:
         """The window period in samples that ``?signals`` uses unless given one."""
         return self._signal_period
+
+    @property
+    def uses_gso(self) -> bool:
+        """Whether heaps leave through UDP with segmentation offload (spead2 built with it)."""
+        return self.transport.kind == TransportKind.UDP and spead2_uses_gso()
 
     @property
     def capturing(self) -> bool:
@@ -456,7 +456,7 @@ class Engine:
             return await self._submit(plan, None, "heap size")
 
     async def set_signals(
-        self, program: Program, period: int | None = None, timestamp: int | None = None
+        self, spec: str | Program, period: int | None = None, timestamp: int | None = None
     ) -> int:
         """Change the signal; returns the first timestamp that carries it.
 
@@ -465,6 +465,7 @@ class Engine:
         heap boundary not yet passed); otherwise at the next batch boundary.
         """
         self._check_open()
+        program = _program(spec)
         period = self._signal_period if period is None else period
         program.check_outputs(self.format.n_pols)
         if not program.is_counter:
@@ -743,3 +744,12 @@ class Engine:
         if self._next_timestamp >= TIMESTAMP_MODULUS:
             logger.warning("timestamps exceed 48 bits and wrap on the wire")
         self._notify()
+
+
+def _program(spec: str | Program) -> Program:
+    """A parsed signal program (parsing a spec given as text)."""
+    if isinstance(spec, str):
+        from .signals import parse
+
+        return parse(spec)
+    return spec

@@ -23,7 +23,6 @@ from aiokatcp import DeviceStatus, FailReply, Sensor, SensorSampler
 from ._version import __version__
 from .engine import Engine
 from .errors import DsimError
-from .transport import spead2_uses_gso
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +253,7 @@ class DeviceServer(aiokatcp.DeviceServer):
             "spead2-gso",
             "Whether spead2 sends UDP with segmentation offload (GSO)",
             "",
-            spead2_uses_gso(),
+            engine.uses_gso,
         )
         sensor(str, "format", "Wire format (tutorial or meerkat)", "", fmt.name)
         sensor(int, "sample-bits", "Bits per ADC sample", "bit", fmt.sample_bits)
@@ -420,13 +419,10 @@ class DeviceServer(aiokatcp.DeviceServer):
         at the next batch boundary, or exactly at the given timestamp. A bad
         spec fails and changes nothing.
         """
-        from .signals import parse
-
         window = None if period is None else parse_count(period, "period")
         at = None if timestamp is None else parse_count(timestamp, "timestamp", zero=True)
         try:
-            program = parse(spec)
-            first = await self.engine.set_signals(program, window, at)
+            first = await self.engine.set_signals(spec, window, at)
         except DsimError as exc:
             raise FailReply(str(exc)) from None
         self.update_sensors()

@@ -164,11 +164,8 @@ class Settings:
         self.signal_settings()
         heap_size = fmt.default_heap_size if self.heap_size is None else self.heap_size
         fmt.check_heap_size(heap_size, self.max_packet_size)
-        if clock is not None and clock.align_samples % fmt.heap_samples(heap_size):
-            raise ConfigError(
-                f"--align-samples {clock.align_samples} is not a multiple of the heap's "
-                f"{fmt.heap_samples(heap_size)} samples"
-            )
+        if clock is not None:
+            clock.check_heap_samples(fmt.heap_samples(heap_size))
         if self.signals is not None:
             from .signals import parse
 
@@ -179,18 +176,13 @@ class Settings:
     def build_engine(self) -> Engine:
         """The engine these settings describe (renders the start-up signal: may take a second)."""
         self.resolve()
-        program = None
-        if self.signals is not None:
-            from .signals import parse
-
-            program = parse(self.signals)
         return Engine(
             self.transport(),
             self.heap_size,
             wire_format=self.wire_format(),
             clock=self.clock(),
             signals=self.signal_settings(),
-            initial_signal=program,
+            initial_signal=self.signals,
             descriptor_interval=self.descriptor_interval,
             end_of_stream=self.end_of_stream,
         )

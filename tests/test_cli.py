@@ -92,7 +92,7 @@ BAD_COMMAND_LINES = [
     (["--adc-sample-rate", "1e6", "--rate", "5"], "give one"),
     (
         ["--format", "meerkat", "--adc-sample-rate", "1e8", "--align-samples", "1000"],
-        "not a multiple of the heap's 4096 samples",
+        "alignment of 1000 samples (--align-samples) is not a multiple of the heap's 4096",
     ),
     (["--period", "0"], "period must be a positive sample count"),
     (["--period", str(1 << 28)], "exceeds the maximum period"),
