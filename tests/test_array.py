@@ -27,11 +27,13 @@ DELAYS = [0, 0, 3, -5]
 
 ORCHESTRATOR = textwrap.dedent(
     """
-    import asyncio, json, socket, struct, sys
+    import asyncio, json, sys
     import numpy as np
     import spead2, spead2.recv.asyncio
     from dsim import packing
     from dsim.array import Array
+    from dsim.transport import parse_destination
+    from dsim.verify.receiver import udp_socket
 
     PREFIX, DELAYS = sys.argv[1], json.loads(sys.argv[2])
     PERIOD, SAMPLES, HEAPS = 1 << 18, 4096, 64
@@ -41,17 +43,9 @@ ORCHESTRATOR = textwrap.dedent(
 
     async def main():
         # One socket in the hub, joined to all 8 groups of every polarisation of every antenna.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, 33, 256 << 20)  # SO_RCVBUFFORCE
-        sock.bind(("0.0.0.0", 7148))
-        for k in range(len(DELAYS)):
-            for pol in (0, 1):
-                base = group(k, pol).rsplit(".", 1)
-                for g in range(8):
-                    address = f"{base[0]}.{int(base[1]) + g}"
-                    mreq = struct.pack("4s4s", socket.inet_aton(address),
-                                       socket.inet_aton("10.99.0.1"))
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        groups = [str(e.host) for k in range(len(DELAYS)) for pol in (0, 1)
+                  for e in parse_destination(f"{group(k, pol)}+7:7148")]
+        sock = udp_socket(7148, buffer_size=256 << 20, groups=groups, interface="10.99.0.1")
         stream = spead2.recv.asyncio.Stream(
             spead2.ThreadPool(), spead2.recv.StreamConfig(max_heaps=64),
             spead2.recv.RingStreamConfig(heaps=4096))

@@ -74,23 +74,27 @@ def multicast_groups(text: str) -> list[str]:
 def udp_socket(
     port: int = 0,
     host: str = "127.0.0.1",
-    buffer_size: int = DEFAULT_BUFFER,
+    buffer_size: int | None = DEFAULT_BUFFER,
     *,
     groups: Sequence[str] = (),
     interface: str = "0.0.0.0",
 ) -> socket.socket:
     """A UDP socket bound exclusively to `host`:`port`, with a `buffer_size` receive buffer.
 
-    With multicast `groups`, it joins each (on `interface`) and is bound to the
-    group (one) or to every address (several; then it takes only the groups it
-    joined). Raises :exc:`ConfigError` (one line) if it cannot.
+    The buffer may exceed ``net.core.rmem_max`` as root (None: the kernel's
+    default). With multicast `groups`, it joins each (on `interface`) and is
+    bound to the group (one) or to every address (several; then it takes only
+    the groups it joined). Raises :exc:`ConfigError` (one line) if it cannot.
+    This is the one such socket of the project: the verifier, the tests and the
+    benchmarks all use it.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
-        except PermissionError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
+        if buffer_size is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
         if groups:
             if len(groups) > 1:
                 sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)

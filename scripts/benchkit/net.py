@@ -11,29 +11,18 @@ from __future__ import annotations
 import os
 import socket
 
-from . import LOCALHOST
+from dsim.verify.receiver import udp_socket as _udp_socket
 
-#: SO_RCVBUFFORCE: like SO_RCVBUF but may exceed net.core.rmem_max (needs root).
-_SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+from . import LOCALHOST
 
 
 def udp_socket(
     buffer_size: int | None = None, host: str = LOCALHOST, port: int = 0
 ) -> socket.socket:
     """A UDP socket bound to `host`:`port` (0: any free port) with a receive buffer of
-    `buffer_size` bytes if given (beyond ``net.core.rmem_max`` when running as root)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        if buffer_size is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, buffer_size)
-            except OSError:  # not root: capped at net.core.rmem_max
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    `buffer_size` bytes if given (beyond ``net.core.rmem_max`` when running as root):
+    dsim's own (:func:`dsim.verify.receiver.udp_socket`)."""
+    return _udp_socket(port, host, buffer_size)
 
 
 def port_of(sock: socket.socket) -> int:
