@@ -14,8 +14,10 @@ import pytest
 
 from dsim import packing
 from dsim.signals import SignalError, Window, parse, render
+from dsim.signals.nodes import CHUNK, NOISE_BLOCK, Context
 from dsim.signals.quantise import dither
-from dsim.signals.synth import CHUNK, GEMM_MAX_TONES, NOISE_BLOCK, TASK, Context
+from dsim.signals.synth import GEMM_MAX_TONES
+from dsim.signals.workers import TASK
 
 FS = 1712e6
 PERIOD = 1 << 16

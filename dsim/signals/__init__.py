@@ -17,8 +17,8 @@ Modules: :mod:`.parser` (text -> checked program tree, canonical text in
 from .errors import SignalError
 from .parser import FUNCTIONS, Program, parse
 from .resolve import Resolved
-from .synth import RenderCancelled
 from .window import Window, default_threads, render
+from .workers import RenderCancelled
 
 __all__ = [
     "FUNCTIONS",

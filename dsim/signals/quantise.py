@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import packing
 from ..spead import full_scale
-from .synth import Context, Value, dither_stream
+from .nodes import Context, Value, dither_stream
 
 _U16 = np.float32(2.0**-16)
 

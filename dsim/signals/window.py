@@ -25,9 +25,11 @@ import numpy as np
 
 from .. import packing
 from .errors import SignalError
+from .nodes import CHUNK, Context
 from .quantise import dither, quantise_into
 from .resolve import Resolved
-from .synth import CHUNK, TASK, Context, Plan, _Workers, compile_outputs
+from .synth import Plan, compile_outputs
+from .workers import TASK, Workers
 
 #: The longest window rendered (integer arithmetic on sample indices stays in int64).
 MAX_PERIOD = 1 << 31
@@ -139,7 +141,7 @@ def render(
         raise ValueError("render(into=...) needs a window of the same outputs, period, bits, tail")
     else:
         packed, saturated = into.packed, into.saturated
-    workers = _Workers(threads, period, quiet=not plan.safe)
+    workers = Workers(threads, period, quiet=not plan.safe)
     try:
         plan.materialise(workers)
         workers.run(-(-period // TASK), _Task(plan, bits, seed, packed, saturated), cancel)

@@ -1,0 +1,42 @@
+"""The README's example test for correlator teams runs as written, in a fresh pytest."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def example() -> str:
+    text = README.read_text()
+    match = re.search(
+        r"<!-- example-test -->\n```python\n(.*?)```\n<!-- /example-test -->", text, re.S
+    )
+    assert match, "README has no example test"
+    return match.group(1)
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "test_correlator_example.py").write_text(example())
+    # A project of its own: default (strict) asyncio mode, the plugin from its entry point.
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "test_correlator_example.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
