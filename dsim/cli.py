@@ -11,18 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import math
 import os
-import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import spead2
 
 from ._version import __version__
-from .cliutil import OneLineParser
+from .cliutil import OneLineParser, integer, number
 from .errors import ConfigError
 from .layout import FORMATS
 from .settings import Settings
@@ -31,30 +28,6 @@ from .spead import DEFAULT_DATA_PORT
 from .transport import resolve_interface, spead2_uses_gso
 
 logger = logging.getLogger("dsim")
-_INTEGER = re.compile(r"[+-]?(?:[0-9]+|0[xX][0-9a-fA-F]+)")
-
-
-def integer(text: str) -> int:
-    """A whole number: decimal digits, or hexadecimal with ``0x`` (any size)."""
-    if not _INTEGER.fullmatch(text.strip()):
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-    return int(text.strip(), 0)
-
-
-def number(text: str) -> float:
-    """A finite real number (``inf`` and ``nan`` are refused)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
-    return value
-
-
-def _named(func: Callable[[str], Any], name: str) -> Callable[[str], Any]:
-    func.__name__ = name  # argparse names the converter in its messages
-    return func
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument(
         "--rate",
-        type=_named(number, "rate"),
+        type=number,
         default=0.0,
         help="average send rate in bytes/s on the wire, 0 = as fast as possible "
         "(default %(default)s)",
@@ -142,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument(
         "--descriptor-interval",
-        type=_named(number, "interval"),
+        type=number,
         default=5.0,
         metavar="SECONDS",
         help="send descriptors this often while capturing, 0 = only at the "
@@ -183,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     signals.add_argument(
         "--nominal-sample-rate",
-        type=_named(number, "sample rate"),
+        type=number,
         default=1712e6,
         metavar="HZ",
         help="free-running: the ADC rate signal frequencies are read against "
@@ -192,14 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     clock = parser.add_argument_group("real-time clock")
     clock.add_argument(
         "--adc-sample-rate",
-        type=_named(number, "sample rate"),
+        type=number,
         metavar="HZ",
         help="pace the stream at this ADC sample rate and tie timestamps to "
         "the wall clock (default: free-running)",
     )
     clock.add_argument(
         "--sync-time",
-        type=_named(number, "sync time"),
+        type=number,
         metavar="UNIX",
         help="UNIX time of timestamp 0 (default: when dsim started)",
     )

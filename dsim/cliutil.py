@@ -1,9 +1,15 @@
-"""What the command-line tools share: an argument parser whose errors are one line."""
+"""What the command-line tools share: one-line errors, and number arguments parsed strictly."""
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+import math
+import re
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+_INTEGER = re.compile(r"[+-]?(?:[0-9]+|0[xX][0-9a-fA-F]+)")
+_N = TypeVar("_N", int, float)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -11,3 +17,38 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def integer(text: str) -> int:
+    """A whole number: decimal digits, or hexadecimal with ``0x`` (any size; no ``1_0``)."""
+    if not _INTEGER.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
+    return int(text.strip(), 0)
+
+
+def number(text: str) -> float:
+    """A finite real number (``inf`` and ``nan`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def bounded(
+    kind: Callable[[str], _N], *, positive: bool = False, non_negative: bool = False
+) -> Callable[[str], _N]:
+    """`kind` (:func:`integer` or :func:`number`), positive or non-negative as asked."""
+
+    def convert(text: str) -> _N:
+        value = kind(text)
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        if non_negative and not value >= 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+        return value
+
+    convert.__name__ = kind.__name__  # argparse names the converter in its messages
+    return convert

@@ -719,3 +719,14 @@ async def test_cli_checks_a_rendered_signal_byte_for_byte(unused_udp_port: int) 
     expected = resolved.tones()[0][0][0]
     assert tone["frequency_hz"] == pytest.approx(expected, rel=1e-4)
     assert tone["level_dbfs"] == pytest.approx(20 * np.log10(0.25), abs=0.2)
+
+
+@pytest.mark.parametrize("value", ["1_0", "+5x", "inf", "nan", "\u0661"])
+def test_cli_numbers_are_parsed_strictly(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """dsim-verify shares dsim's number arguments: no '1_0', non-finite or non-ASCII values."""
+    from dsim.verify.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["7148", "--heaps" if value != "inf" and value != "nan" else "--timeout", value])
+    assert info.value.code == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1

@@ -11,16 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from .._version import __version__
-from ..cliutil import OneLineParser
+from ..cliutil import OneLineParser, bounded, integer, number
 from ..clock import Clock
 from ..errors import ConfigError
 from ..spead import DEFAULT_DATA_PORT
@@ -45,28 +44,6 @@ def _address(default_host: str) -> Callable[[str], tuple[str, int]]:
         return (host if sep and host else default_host), port
 
     convert.__name__ = "address"
-    return convert
-
-
-def _number(
-    kind: Callable[[str], Any], *, positive: bool = False, non_negative: bool = False
-) -> Callable[[str], Any]:
-    """An argument type: a finite number of `kind`, positive or non-negative as asked."""
-
-    def convert(text: str) -> Any:
-        try:
-            value = kind(text)
-        except (ValueError, OverflowError):
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-        if positive and not value > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-        if non_negative and not value >= 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-        return value
-
-    convert.__name__ = getattr(kind, "__name__", "value")
     return convert
 
 
@@ -113,23 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--buffer",
-        type=_number(int, positive=True),
+        type=bounded(integer, positive=True),
         default=DEFAULT_BUFFER,
         metavar="BYTES",
         help="socket receive buffer (default %(default)s)",
     )
     parser.add_argument(
-        "--heaps", type=_number(int, positive=True), metavar="N", help="stop after N data heaps"
+        "--heaps", type=bounded(integer, positive=True), metavar="N", help="stop after N data heaps"
     )
     parser.add_argument(
         "--timeout",
-        type=_number(float, positive=True),
+        type=bounded(number, positive=True),
         metavar="SECONDS",
         help="stop after this long without a heap (default: wait)",
     )
     parser.add_argument(
         "--captures",
-        type=_number(int, non_negative=True),
+        type=bounded(integer, non_negative=True),
         default=1,
         metavar="N",
         help="stop after N captures ended by end-of-stream heaps; "
@@ -138,14 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     meerkat = parser.add_argument_group("MeerKAT format and real time")
     meerkat.add_argument(
         "--sample-bits",
-        type=_number(int, positive=True),
+        type=bounded(integer, positive=True),
         metavar="BITS",
         help="bits per sample until descriptors arrive, and of a --signals "
         "window (default 10; tutorial streams are 8-bit)",
     )
     meerkat.add_argument(
         "--digitiser-id",
-        type=_number(int, non_negative=True),
+        type=bounded(integer, non_negative=True),
         action="append",
         default=[],
         metavar="ID",
@@ -153,21 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     meerkat.add_argument(
         "--sync-time",
-        type=_number(float, non_negative=True),
+        type=bounded(number, non_negative=True),
         metavar="UNIX",
         help="with --adc-sample-rate: check arrivals against "
         "the ADC clock (sample t is taken at sync + t / rate)",
     )
     meerkat.add_argument(
         "--adc-sample-rate",
-        type=_number(float, positive=True),
+        type=bounded(number, positive=True),
         metavar="HZ",
         help="the ADC rate: for the clock check, tone frequencies in Hz, and "
         "the frequencies of --signals",
     )
     meerkat.add_argument(
         "--clock-tolerance",
-        type=_number(float, positive=True),
+        type=bounded(number, positive=True),
         default=0.05,
         metavar="SECONDS",
         help="allowed |arrival - sample time| (default %(default)s)",
@@ -181,13 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     signals.add_argument(
         "--period",
-        type=_number(int, positive=True),
+        type=bounded(integer, positive=True),
         metavar="SAMPLES",
         help="the signal's period (dsim's `period` sensor)",
     )
     signals.add_argument(
         "--dither-seed",
-        type=_number(int, non_negative=True),
+        type=bounded(integer, non_negative=True),
         metavar="SEED",
         help="the dither seed (dsim's `dither-seed` sensor)",
     )
@@ -204,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     measure = parser.add_argument_group("measurements (signal streams)")
     measure.add_argument(
         "--measure-samples",
-        type=_number(int, non_negative=True),
+        type=bounded(integer, non_negative=True),
         default=1 << 22,
         metavar="N",
         help="samples per polarisation to "
@@ -213,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     measure.add_argument(
         "--tones",
-        type=_number(int, non_negative=True),
+        type=bounded(integer, non_negative=True),
         default=5,
         metavar="N",
         help="strongest tones to report (default %(default)s)",
