@@ -331,3 +331,43 @@ def test_array_of_containers_on_one_clock(
     for host, status in out["metrics"].items():
         assert " 200 " in status, f"Prometheus on {host}: {status}"
     print(f"array test: {time.monotonic() - started:.1f} s with the image built")
+
+
+def test_the_image_streams_with_the_host_network(image: tuple[Podman, str]) -> None:
+    """`podman run --network host IMAGE ...` is dsim on the host: heaps reach 127.0.0.1."""
+    import socket
+    import threading
+
+    import spead2
+    import spead2.recv
+
+    podman, tag = image
+    name = f"dsimtest-{os.getpid()}-host"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        stream = spead2.recv.Stream(spead2.ThreadPool(), spead2.recv.StreamConfig())
+        stream.add_udp_reader(sock)
+        try:
+            podman(
+                "run", "--detach", "--name", name, "--network", "host", tag,
+                "--katcp-port", "0", "--format", "meerkat", "--rate", "10e6", "--start",
+                f"127.0.0.1:{port}", f"127.0.0.1:{port}",
+            )  # fmt: skip
+            timestamps: set[int] = set()
+            give_up = threading.Timer(30, stream.stop)  # stream.get() then raises Stopped
+            give_up.start()
+            try:
+                while len(timestamps) < 100:
+                    heap = stream.get()
+                    items = {item.id: item for item in heap.get_items()}
+                    if 0x1600 in items:
+                        timestamps.add(items[0x1600].immediate_value)
+            except spead2.Stopped:
+                pass
+            give_up.cancel()
+        finally:
+            podman("rm", "--force", "--time", "0", name, check=False, timeout=120)
+            stream.stop()
+    assert len(timestamps) >= 100
+    assert all(t % 4096 == 0 for t in timestamps)
