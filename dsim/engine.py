@@ -44,8 +44,10 @@ from .pattern import (
     Signal,
     SignalSettings,
     check_period,
+    check_window_memory,
 )
 from .plan import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Plan, make_plan, reuse_plan
+from .ring import check_ring_size
 from .sender import Sender
 from .spead import TIMESTAMP_MODULUS
 from .stats import Statistics
@@ -166,7 +168,11 @@ class Engine:
         if initial_signal is None:
             signal = Signal.counter(self.format.n_pols)
         else:
-            signal = self._render(_program(initial_signal), self.signal_settings.period)
+            signal = self._render(
+                _program(initial_signal),
+                self.signal_settings.period,
+                self.format.heap_samples(heap_size),
+            )
         self._signal_period = self.signal_settings.period
         self._plan = self._make_plan(signal, heap_size)
         self._sender = Sender(transport, self.format, clock, batches, throughput_window)
@@ -202,8 +208,10 @@ class Engine:
         if self.clock is not None:
             self.clock.check_heap_samples(self.format.heap_samples(heap_size))
 
-    def _render(self, program: Program, period: int, into: Window | None = None) -> Signal:
-        """Check `program` against this stream and render it (slow for windows)."""
+    def _render(
+        self, program: Program, period: int, heap_samples: int, into: Window | None = None
+    ) -> Signal:
+        """Check `program` against this stream (heaps of `heap_samples`) and render it."""
         settings = self.signal_settings
         program.check_outputs(self.format.n_pols)
         if not program.is_counter:
@@ -212,6 +220,10 @@ class Engine:
                 raise ConfigError(
                     f"period {period} is not a multiple of {self.format.group_samples} samples"
                 )
+            if into is None:
+                check_window_memory(period, self.format.sample_bits, self.format.n_pols)
+                # Too many heaps for the ring is found before a long render, not after.
+                check_ring_size(self.format, period // heap_samples, 1, heap_samples)
         return Signal.render(
             program,
             period,
@@ -490,10 +502,12 @@ class Engine:
                 # Render into the window no longer sent, whose heaps are all built.
                 self._spare = None
                 await self._sender.unused(spare)
-                signal = await asyncio.to_thread(self._render, program, period, spare.signal.window)
+                signal = await asyncio.to_thread(
+                    self._render, program, period, self.heap_samples, spare.signal.window
+                )
                 plan = reuse_plan(spare, signal, self.format)
             else:
-                signal = await asyncio.to_thread(self._render, program, period)
+                signal = await asyncio.to_thread(self._render, program, period, self.heap_samples)
                 plan = await asyncio.to_thread(self._make_plan, signal, self.heap_size)
             self.last_signals_seconds = time.monotonic() - started
             if timestamp is not None:

@@ -59,12 +59,18 @@ class SignalSettings:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_period, bool) or self.max_period <= 0:
-            raise ConfigError(f"max period must be a positive sample count, not {self.max_period}")
+        if isinstance(self.max_period, bool) or not 0 < self.max_period <= LONGEST_PERIOD:
+            raise ConfigError(
+                f"max period must be a sample count from 1 to 2**31, not {self.max_period}"
+            )
         check_period(self.period, self.max_period)
         if isinstance(self.dither_seed, bool) or self.dither_seed < 0:
             raise ConfigError(f"dither seed must be a non-negative integer, not {self.dither_seed}")
         check_finite(self.nominal_sample_rate, "nominal sample rate", positive=True)
+
+
+#: The longest window the renderer takes (2**31 samples).
+LONGEST_PERIOD = 1 << 31
 
 
 def check_period(period: int, max_period: int) -> None:
@@ -73,6 +79,17 @@ def check_period(period: int, max_period: int) -> None:
         raise ConfigError(f"period must be a positive sample count, not {period!r}")
     if period > max_period:
         raise ConfigError(f"period {period} exceeds the maximum period of {max_period} samples")
+
+
+def check_window_memory(period: int, sample_bits: int, n_pols: int) -> None:
+    """Refuse a window (and the one it replaces) that would not fit in half the free memory."""
+    # Packed samples plus a saturation count per packing group, for each polarisation.
+    needed = period * n_pols * (sample_bits / 8 + 1 / packing.group_samples(sample_bits))
+    if needed > available_memory() // 2:
+        raise ConfigError(
+            f"a window of {period} samples x {n_pols} polarisations needs {needed / 2**20:.0f} "
+            "MiB, more than half the free memory: choose a shorter period"
+        )
 
 
 @dataclass(frozen=True)

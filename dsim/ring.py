@@ -37,6 +37,18 @@ def ring_length(fmt: WireFormat, slots: int, min_length: int) -> int:
     return base * -(-min_length // base)
 
 
+def check_ring_size(fmt: WireFormat, slots: int, min_length: int, heap_samples: int) -> int:
+    """The ring's length for `slots` heap-sized slots; :exc:`ConfigError` if it is too many."""
+    length = ring_length(fmt, slots, min_length)
+    n_heaps = length * fmt.n_pols
+    if n_heaps > MAX_RING_HEAPS:
+        raise ConfigError(
+            f"{heap_samples}-sample heaps need {n_heaps} prebuilt heaps for this signal, "
+            f"more than {MAX_RING_HEAPS}: use larger heaps or a shorter period"
+        )
+    return length
+
+
 class HeapRing:
     """Prebuilt heaps for every position of the ring, and their timestamp cells."""
 
@@ -48,13 +60,7 @@ class HeapRing:
         min_length: int,
         cancel: threading.Event | None = None,
     ) -> None:
-        length = ring_length(fmt, slots.count, min_length)
-        n_heaps = length * fmt.n_pols
-        if n_heaps > MAX_RING_HEAPS:
-            raise ConfigError(
-                f"{slots.heap_samples}-sample heaps need {n_heaps} prebuilt heaps for this "
-                f"signal, more than {MAX_RING_HEAPS}: use larger heaps or a shorter period"
-            )
+        length = check_ring_size(fmt, slots.count, min_length, slots.heap_samples)
         self.slots = slots
         self.n_pols = fmt.n_pols
         self.length = length

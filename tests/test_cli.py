@@ -95,6 +95,7 @@ BAD_COMMAND_LINES = [
         "alignment of 1000 samples (--align-samples) is not a multiple of the heap's 4096",
     ),
     (["--period", "0"], "period must be a positive sample count"),
+    (["--max-period", str(1 << 40)], "max period must be a sample count from 1 to 2**31"),
     (["--period", str(1 << 28)], "exceeds the maximum period"),
     (["--dither-seed=-1"], "dither seed must be a non-negative integer"),
     (["--prometheus-port", "70000"], "Prometheus port must be 0-65535"),

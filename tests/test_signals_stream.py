@@ -284,3 +284,12 @@ async def test_switching_back_and_forth_reuses_the_spare_window(sink: Sink) -> N
             offset = heap.timestamp % PERIOD
             window = expected[heap.digitiser_id or 0]
             assert np.array_equal(heap.samples, window[offset : offset + SAMPLES])
+
+
+async def test_a_window_too_large_for_the_ring_fails_before_rendering(sink: Sink) -> None:
+    async with meerkat(sink, max_period=1 << 31) as sim:
+        started = time.monotonic()
+        with pytest.raises(aiokatcp.FailReply, match="prebuilt heaps"):
+            await sim.set_signals("wgn(0.1); wgn(0.1);", 1 << 31)
+        assert time.monotonic() - started < 5  # refused up front, not after a long render
+        assert await sim.sensor("signals") == "counter();counter();"
