@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .background import in_thread, trim_memory
 from .clock import Clock, check_finite
 from .errors import ConfigError, DsimError
 from .layout import WireFormat
@@ -136,6 +137,7 @@ class Engine:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         batches: int = DEFAULT_BATCHES,
         throughput_window: float = 1.0,
+        cancel: threading.Event | None = None,
     ) -> None:
         from .layout import TutorialFormat
 
@@ -163,7 +165,7 @@ class Engine:
             heap_size = self.format.default_heap_size
         self._check_heap_size(heap_size)
         #: Set when the engine closes: a render or plan being built stops at once.
-        self._cancel = threading.Event()
+        self._cancel = cancel if cancel is not None else threading.Event()
         self._task: asyncio.Task[int] | None = None
         if initial_signal is None:
             signal = Signal.counter(self.format.n_pols)
@@ -216,11 +218,12 @@ class Engine:
         program.check_outputs(self.format.n_pols)
         if not program.is_counter:
             check_period(period, settings.max_period)
-            if period % self.format.group_samples:
+            if period % heap_samples:
                 raise ConfigError(
-                    f"period {period} is not a multiple of {self.format.group_samples} samples"
+                    f"period {period} is not a multiple of the heap's {heap_samples} samples"
                 )
             if into is None:
+                trim_memory()  # what earlier windows freed, before allocating another
                 check_window_memory(period, self.format.sample_bits, self.format.n_pols)
                 # Too many heaps for the ring is found before a long render, not after.
                 check_ring_size(self.format, period // heap_samples, 1, heap_samples)
@@ -408,8 +411,7 @@ class Engine:
             if self.clock is not None:
                 return self.clock.next_aligned(self._next_timestamp, now)
             return self._next_timestamp
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
-            raise CaptureError(f"timestamp must be a non-negative integer, not {timestamp!r}")
+        _check_timestamp(timestamp, CaptureError)
         if timestamp < self._next_timestamp:
             raise CaptureError(
                 f"timestamp {timestamp} has passed: the stream is at {self._next_timestamp}"
@@ -468,9 +470,9 @@ class Engine:
         self._check_heap_size(heap_size)
         self._plan.signal.check_heap_samples(self.format.heap_samples(heap_size))
         async with self._change_lock:
-            self._refuse_if_scheduled()
+            self._replace_scheduled()
             signal = self._plan.signal
-            plan = await asyncio.to_thread(self._make_plan, signal, heap_size)
+            plan = await in_thread(self._make_plan, signal, heap_size)
             return await self._submit(plan, None, "heap size")
 
     async def set_signals(
@@ -485,30 +487,23 @@ class Engine:
         self._check_open()
         program = _program(spec)
         period = self._signal_period if period is None else period
-        program.check_outputs(self.format.n_pols)
-        if not program.is_counter:
-            check_period(period, self.signal_settings.max_period)
-            if period % self.heap_samples:
-                raise ConfigError(
-                    f"period {period} is not a multiple of the heap's {self.heap_samples} samples"
-                )
         if timestamp is not None:
             self._check_switch_timestamp(timestamp)
         async with self._change_lock:
-            self._refuse_if_scheduled()
+            self._replace_scheduled()
             started = time.monotonic()
             spare = self._spare_for(program, period)
             if spare is not None:
                 # Render into the window no longer sent, whose heaps are all built.
                 self._spare = None
                 await self._sender.unused(spare)
-                signal = await asyncio.to_thread(
+                signal = await in_thread(
                     self._render, program, period, self.heap_samples, spare.signal.window
                 )
                 plan = reuse_plan(spare, signal, self.format)
             else:
-                signal = await asyncio.to_thread(self._render, program, period, self.heap_samples)
-                plan = await asyncio.to_thread(self._make_plan, signal, self.heap_size)
+                signal = await in_thread(self._render, program, period, self.heap_samples)
+                plan = await in_thread(self._make_plan, signal, self.heap_size)
             self.last_signals_seconds = time.monotonic() - started
             if timestamp is not None:
                 self._check_switch_timestamp(timestamp)  # may have passed while rendering
@@ -530,8 +525,7 @@ class Engine:
         return spare
 
     def _check_switch_timestamp(self, timestamp: int) -> None:
-        if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
-            raise ConfigError(f"timestamp must be a non-negative integer, not {timestamp!r}")
+        _check_timestamp(timestamp, ConfigError)
         if timestamp < self._next_timestamp:
             raise ConfigError(
                 f"timestamp {timestamp} has passed: the stream is at {self._next_timestamp}"
@@ -542,11 +536,20 @@ class Engine:
                 f"{self._next_timestamp} + a multiple of {self.heap_samples}"
             )
 
-    def _refuse_if_scheduled(self) -> None:
-        if self._pending is not None:
-            raise ConfigError(
-                f"a {self._pending.what} change is already scheduled for timestamp "
-                f"{self._pending.timestamp}"
+    def _replace_scheduled(self) -> None:
+        """A new request replaces a switch scheduled for a timestamp not reached yet.
+
+        (A change without a timestamp holds the lock until it is in effect, so
+        only a scheduled one can be pending here.) Without this, a switch
+        scheduled beyond where a capture stopped would block every change.
+        """
+        change = self._pending
+        if change is not None:
+            self._pending = None
+            logger.warning(
+                "the %s change scheduled for timestamp %s is replaced by a new request",
+                change.what,
+                change.timestamp,
             )
 
     async def _submit(self, plan: Plan, timestamp: int | None, what: str) -> int:
@@ -773,3 +776,14 @@ def _program(spec: str | Program) -> Program:
 
         return parse(spec)
     return spec
+
+
+#: Timestamps are kept as 64-bit integers (48 bits go on the wire).
+MAX_TIMESTAMP = (1 << 63) - 1
+
+
+def _check_timestamp(timestamp: object, error: type[DsimError]) -> None:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
+        raise error(f"timestamp must be a non-negative integer, not {timestamp!r}")
+    if timestamp > MAX_TIMESTAMP:
+        raise error(f"timestamp {timestamp} is too large (at most 2**63 - 1)")

@@ -10,7 +10,9 @@ what concerns several of them at once.
 
 from __future__ import annotations
 
+import os
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -34,6 +36,7 @@ from .transport import (
     TransportConfig,
     TransportKind,
     parse_destination,
+    resolve_interface,
 )
 
 #: When this process started: the default sync time of a real-time stream.
@@ -101,6 +104,9 @@ class Settings:
                 "katcp host is empty: give an address to listen on (0.0.0.0 for every "
                 "interface, which lets anyone on the network control dsim)"
             )
+        _check_katcp_host(self.katcp_host)
+        if self.main_affinity is not None and self.main_affinity not in os.sched_getaffinity(0):
+            raise ConfigError(f"CPU core {self.main_affinity} is not available")
         if not 0 <= self.katcp_port <= 65535:
             raise ConfigError(f"katcp port must be 0-65535, not {self.katcp_port}")
         if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
@@ -166,15 +172,13 @@ class Settings:
         fmt.check_heap_size(heap_size, self.max_packet_size)
         if clock is not None:
             clock.check_heap_samples(fmt.heap_samples(heap_size))
-        if self.signals is not None:
-            from .signals import parse
-
-            parse(self.signals).check_outputs(fmt.n_pols)
+        # The signal itself is checked once, by the engine, as it renders it.
 
     # ----------------------------------------------------------------- build
 
-    def build_engine(self) -> Engine:
-        """The engine these settings describe (renders the start-up signal: may take a second)."""
+    def build_engine(self, cancel: threading.Event | None = None) -> Engine:
+        """The engine these settings describe (renders the start-up signal: may take a second;
+        setting `cancel` stops that)."""
         self.resolve()
         return Engine(
             self.transport(),
@@ -185,9 +189,23 @@ class Settings:
             initial_signal=self.signals,
             descriptor_interval=self.descriptor_interval,
             end_of_stream=self.end_of_stream,
+            cancel=cancel,
         )
 
     @property
     def destinations_text(self) -> str:
         """The destinations as given, for the ``destinations`` sensor."""
         return ",".join(self.destinations)
+
+
+def _check_katcp_host(host: str) -> None:
+    """The katcp address must be this machine's (or every interface): say so in words if not."""
+    if host in ("0.0.0.0", "::"):
+        return
+    try:
+        resolve_interface(host)
+    except ConfigError:
+        raise ConfigError(
+            f"katcp host {host!r} is not an address of this machine (127.0.0.1 for this "
+            "machine only, 0.0.0.0 for every interface)"
+        ) from None

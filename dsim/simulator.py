@@ -17,15 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from types import TracebackType
 from typing import Any
 
 import aiokatcp
 
+from .background import in_thread
 from .engine import Engine
 from .errors import DsimError, TransportError
 from .server import DeviceServer
 from .settings import Settings
+from .signals import RenderCancelled
 
 logger = logging.getLogger(__name__)
 #: Seconds a request of the API may take before it is abandoned.
@@ -54,6 +57,9 @@ class Simulator:
         self.server: DeviceServer | None = None
         self._client: aiokatcp.Client | None = None
         self._metrics: Any = None
+        #: Set by :meth:`halt`: stops a start-up still building the engine.
+        self._cancel = threading.Event()
+        self._halted = asyncio.Event()
 
     # ----------------------------------------------------------- life cycle
 
@@ -61,12 +67,25 @@ class Simulator:
         """Build and start everything; raises ConfigError or :exc:`StartupError`."""
         settings = self.settings
         settings.check()
-        # Rendering a start-up signal can take a second: keep the event loop free.
+        # Rendering a start-up signal can take seconds: keep the event loop free, and
+        # let a halt meanwhile cancel it.
+        build = asyncio.ensure_future(in_thread(settings.build_engine, self._cancel))
+        halted = asyncio.ensure_future(self._halted.wait())
+        await asyncio.wait([build, halted], return_when=asyncio.FIRST_COMPLETED)
+        halted.cancel()
+        if not build.done():  # a render stage that cannot stop mid-way (an FFT) is left
+            build.add_done_callback(_discard)
+            return
         try:
-            engine = await asyncio.to_thread(settings.build_engine)
+            engine = build.result()
         except TransportError as exc:
             raise StartupError(str(exc)) from None
+        except RenderCancelled:
+            return
         self.engine = engine
+        if self._cancel.is_set():  # halted while building
+            await engine.close()
+            return
         server = DeviceServer(
             engine,
             settings.katcp_host,
@@ -118,12 +137,22 @@ class Simulator:
             self._metrics = None
 
     async def join(self) -> None:
-        """Wait until the server stops (``?halt``, or :meth:`halt`)."""
-        assert self.server is not None, "not started"
-        await self.server.join()
+        """Wait until the server stops (``?halt``, or :meth:`halt`); at once if halted."""
+        if self.server is not None:
+            await self.server.join()
+
+    @property
+    def halted(self) -> bool:
+        """Whether :meth:`halt` was called (a start-up then stops early)."""
+        return self._cancel.is_set()
 
     def halt(self) -> None:
-        """Stop the server as ``?halt`` does (returns at once; :meth:`join` waits)."""
+        """Stop the server as ``?halt`` does (returns at once; :meth:`join` waits).
+
+        During :meth:`start` it cancels the start-up (a signal being rendered included).
+        """
+        self._cancel.set()
+        self._halted.set()
         if self.server is not None:
             self.server.halt()
 
@@ -207,6 +236,12 @@ class Simulator:
         async with asyncio.timeout(REQUEST_TIMEOUT):
             value = await self.client.sensor_value(name)
         return value.decode() if isinstance(value, bytes) else value
+
+
+def _discard(future: asyncio.Future[Engine]) -> None:
+    """Close an engine whose build finished after the start-up was abandoned."""
+    if not future.cancelled() and future.exception() is None:
+        future.result()._release()
 
 
 def _reason(exc: OSError) -> str:

@@ -1,0 +1,61 @@
+"""Slow work off the event loop, in threads that never hold up a shutdown.
+
+``asyncio.to_thread`` runs in the loop's default executor, which ``asyncio.run``
+waits for at exit: a signal window being rendered would then delay a SIGTERM
+by seconds. :func:`in_thread` runs the work in a daemon thread instead, and
+:func:`trim_memory` hands memory freed by replaced windows back to the system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+async def in_thread(func: Callable[..., _T], *args: Any) -> _T:
+    """Run ``func(*args)`` in a daemon thread and wait for its result."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = func(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            outcome: tuple[Callable[[Any], None], Any] = (future.set_exception, exc)
+        else:
+            outcome = (future.set_result, result)
+        try:
+            loop.call_soon_threadsafe(deliver, *outcome)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="dsim-build", daemon=True).start()
+    return await future
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def trim_memory() -> None:
+    """Return freed heap memory to the system (glibc keeps it otherwise: measured, a
+    window's worth of render scratch per ``?signals``)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
