@@ -34,7 +34,17 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
 #: Seconds any one katcp request may take.
 REQUEST_TIMEOUT = 60.0
-_LISTENING = re.compile(r"katcp server listening on ([\d.]+):(\d+)")
+_LISTENING = re.compile(r"katcp server listening on (\S+):(\d+)\s*$")
+
+
+def katcp_address_from_log(line: str) -> tuple[str, int] | None:
+    """The katcp address a ``dsim`` process announces in this log line, if it does.
+
+    dsim writes ``katcp server listening on HOST:PORT`` to stderr at start-up (at any
+    log level), which is how a launcher learns the port of ``--katcp-port 0``.
+    """
+    match = _LISTENING.search(line)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 class ArrayError(DsimError):
@@ -185,12 +195,11 @@ class Array:
                     if not line:
                         raise ArrayError(f"antenna {k} exited: {''.join(log[-5:]).strip()}")
                     log.append(line)
-                    if match := _LISTENING.search(line):
+                    if address := katcp_address_from_log(line):
                         break
         except TimeoutError:
             process.kill()
             raise ArrayError(f"antenna {k} did not start within {START_TIMEOUT} s") from None
-        address = (match.group(1), int(match.group(2)))
         async with asyncio.timeout(REQUEST_TIMEOUT):
             client = await aiokatcp.Client.connect(*address)
         antenna = Antenna(k, process, address, client, log)
@@ -226,18 +235,27 @@ class Array:
         spec: str | Callable[[int], str],
         period: int | None = None,
         timestamp: int | None = None,
-        margin: float = 0.5,
+        margin: float | None = None,
     ) -> int:
-        """Switch every antenna's signal at one timestamp (default: `margin` s ahead)."""
+        """Switch every antenna's signal at one timestamp (default: `margin` s ahead).
+
+        Each antenna renders its window before the switch, so the default margin
+        allows for rendering while streaming: 2 s plus 2 s per 2**25 samples of
+        period (measured: 0.75 s median, 1.35 s at worst, for 2**25).
+        """
+        windows = [
+            period if period is not None else int(await a.sensor("period")) for a in self.antennas
+        ]
         if timestamp is None:
+            if margin is None:
+                margin = 2.0 + 2.0 * max(windows, default=0) / (1 << 25)
             timestamp = self.timestamp_after(margin)
 
-        async def one(antenna: Antenna) -> None:
+        async def one(antenna: Antenna, window: int) -> None:
             text = spec(antenna.index) if callable(spec) else spec
-            window = period if period is not None else await antenna.sensor("period")
             await antenna.request("signals", text, window, timestamp)
 
-        await asyncio.gather(*(one(a) for a in self.antennas))
+        await asyncio.gather(*(one(a, w) for a, w in zip(self.antennas, windows, strict=True)))
         return timestamp
 
     async def close(self) -> None:

@@ -223,10 +223,10 @@ class Engine:
                     f"period {period} is not a multiple of the heap's {heap_samples} samples"
                 )
             if into is None:
-                trim_memory()  # what earlier windows freed, before allocating another
-                check_window_memory(period, self.format.sample_bits, self.format.n_pols)
-                # Too many heaps for the ring is found before a long render, not after.
+                # Too many heaps, or too little memory, found before a long render.
                 check_ring_size(self.format, period // heap_samples, 1, heap_samples)
+                check_window_memory(period, self.format.sample_bits, self.format.n_pols)
+                trim_memory()  # what earlier windows freed, before allocating another
         return Signal.render(
             program,
             period,
@@ -470,7 +470,7 @@ class Engine:
         self._check_heap_size(heap_size)
         self._plan.signal.check_heap_samples(self.format.heap_samples(heap_size))
         async with self._change_lock:
-            self._replace_scheduled()
+            self._refuse_if_scheduled()
             signal = self._plan.signal
             plan = await in_thread(self._make_plan, signal, heap_size)
             return await self._submit(plan, None, "heap size")
@@ -534,6 +534,16 @@ class Engine:
             raise ConfigError(
                 f"timestamp {timestamp} is not a heap boundary: heaps start at "
                 f"{self._next_timestamp} + a multiple of {self.heap_samples}"
+            )
+
+    def _refuse_if_scheduled(self) -> None:
+        """A heap-size change waits for no scheduled switch: it is refused (``?signals``
+        replaces a scheduled switch; see :meth:`_replace_scheduled`)."""
+        change = self._pending
+        if change is not None:
+            raise ConfigError(
+                f"a {change.what} change is scheduled for timestamp {change.timestamp}: "
+                "send ?signals again to replace it"
             )
 
     def _replace_scheduled(self) -> None:

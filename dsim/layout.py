@@ -277,6 +277,12 @@ class MeerkatFormat(WireFormat):
         self, groups: Sequence[int] = (1, 1), sample_bits: int = 10, digitiser_id: int = 0
     ) -> None:
         super().__init__(groups)
+        if self.n_pols > 2:
+            # A third id, 2k + 2, would read as the next antenna's first polarisation.
+            raise ConfigError(
+                f"a MeerKAT digitiser has at most two polarisations (one DEST each), "
+                f"not {self.n_pols}"
+            )
         if isinstance(sample_bits, bool) or not 2 <= sample_bits <= 16:
             raise ConfigError(f"sample bits must be 2-16, not {sample_bits}")
         if isinstance(digitiser_id, bool) or not 0 <= digitiser_id <= MAX_DIGITISER_ID:
@@ -289,8 +295,6 @@ class MeerkatFormat(WireFormat):
                 f"digitiser id {digitiser_id} is odd: receivers take the polarisation from the "
                 "id's low bit, so the first polarisation needs an even id"
             )
-        if digitiser_id + self.n_pols - 1 > MAX_DIGITISER_ID:
-            raise ConfigError(f"digitiser ids from {digitiser_id} do not fit in 48 bits")
         self.sample_bits = sample_bits
         self.digitiser_id = digitiser_id
         self.default_heap_size = 4096 * sample_bits // 8

@@ -83,8 +83,9 @@ def check_period(period: int, max_period: int) -> None:
 
 def check_window_memory(period: int, sample_bits: int, n_pols: int) -> None:
     """Refuse a window (and the one it replaces) that would not fit in half the free memory."""
-    # Packed samples plus a saturation count per packing group, for each polarisation.
-    needed = period * n_pols * (sample_bits / 8 + 1 / packing.group_samples(sample_bits))
+    # Measured at worst (a fractional delay of noise: a full-window FFT), about 11 bytes per
+    # sample per polarisation while it renders; the window itself keeps 1.5 of them.
+    needed = period * n_pols * 11
     if needed > available_memory() // 2:
         raise ConfigError(
             f"a window of {period} samples x {n_pols} polarisations needs {needed / 2**20:.0f} "

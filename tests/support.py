@@ -7,7 +7,6 @@ from here, never from each other.
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -17,13 +16,19 @@ import numpy as np
 import spead2
 import spead2.recv
 import spead2.recv.asyncio
+import spead2.send
+import spead2.send.asyncio
 
 from dsim import packing
+from dsim.array import katcp_address_from_log
 from dsim.spead import (
     ADC_SAMPLES_ID,
     DIGITISER_ID_ID,
     DIGITISER_STATUS_ID,
+    FLAVOUR,
     TIMESTAMP_ID,
+    full_scale,
+    status_word,
     wrap_signed,
 )
 
@@ -211,9 +216,9 @@ class DsimProcess:
                 line = (await process.stderr.readline()).decode()
                 assert line, f"dsim exited early: {log}"
                 log.append(line)
-                if match := re.search(r"katcp server listening on [\d.]+:(\d+)", line):
+                if address := katcp_address_from_log(line):
                     break
-        return cls(process, int(match.group(1)), log)
+        return cls(process, address[1], log)
 
     async def finish(self, timeout: float = TIMEOUT) -> int:
         """Wait for the process to exit; returns its status (the log is complete then)."""
@@ -235,3 +240,77 @@ class DsimProcess:
     def kill(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
+
+
+def _immediate(items: spead2.send.ItemGroup, item_id: int, name: str) -> None:
+    items.add_item(item_id, name, "", shape=(), format=[("u", 48)])
+
+
+class HeapSender:
+    """Sends dsim-format heaps (tutorial or meerkat) with chosen ids, timestamps and payloads."""
+
+    def __init__(self, port: int, rate: float = 50e6, host: str = "127.0.0.1") -> None:
+        self.stream = spead2.send.asyncio.UdpStream(
+            spead2.ThreadPool(),
+            [(host, port)],
+            spead2.send.StreamConfig(max_packet_size=8972, rate=rate, max_heaps=64),
+        )
+
+    async def send(self, heap: spead2.send.Heap, cnt: int) -> None:
+        await self.stream.async_send_heap(heap, cnt)
+
+    @staticmethod
+    def tutorial_items(n: int) -> spead2.send.ItemGroup:
+        items = spead2.send.ItemGroup(flavour=FLAVOUR)
+        _immediate(items, 0x1600, "timestamp")
+        items.add_item(0x3300, "adc_samples", "", shape=(n,), dtype=np.int8)
+        return items
+
+    async def tutorial_descriptors(self, n: int, cnt: int = 1) -> None:
+        await self.send(self.tutorial_items(n).get_heap(descriptors="all", data="none"), cnt)
+
+    async def tutorial(self, cnt: int, t: int, n: int, samples: np.ndarray | None = None) -> None:
+        """A tutorial heap: the counter pattern unless `samples` are given."""
+        items = self.tutorial_items(n)
+        items["timestamp"].value = t
+        if samples is None:
+            samples = np.full(n, wrap_signed(t // n, 8))
+        items["adc_samples"].value = np.asarray(samples).astype(np.int8)
+        await self.send(items.get_heap(descriptors="none"), cnt)
+
+    async def meerkat_descriptors(self, samples: int, bits: int = 10, cnt: int = 1) -> None:
+        items = spead2.send.ItemGroup(flavour=FLAVOUR)
+        for item_id, name in ((0x1600, "timestamp"), (0x3101, "id"), (0x3102, "status")):
+            _immediate(items, item_id, name)
+        items.add_item(0x3300, "raw_data", "", shape=(samples,), format=[("i", bits)])
+        await self.send(items.get_heap(descriptors="all", data="none"), cnt)
+
+    async def meerkat(
+        self,
+        cnt: int,
+        t: int,
+        stream: int,
+        samples: np.ndarray,
+        bits: int = 10,
+        status: int | None = None,
+    ) -> None:
+        """A MeerKAT heap of these samples (status: the true saturation count by default)."""
+        payload = packing.pack(samples, bits)
+        if status is None:
+            status = int(status_word(int(np.count_nonzero(np.abs(samples) >= full_scale(bits)))))
+        items = spead2.send.ItemGroup(flavour=FLAVOUR)
+        for item_id, name in ((0x1600, "timestamp"), (0x3101, "id"), (0x3102, "status")):
+            _immediate(items, item_id, name)
+        items.add_item(0x3300, "raw_data", "", shape=(len(payload),), dtype=np.uint8)
+        items["timestamp"].value = t
+        items["id"].value = stream
+        items["status"].value = status
+        items["raw_data"].value = payload
+        heap = items.get_heap(descriptors="none")
+        heap.repeat_pointers = True
+        await self.send(heap, cnt)
+
+    async def end(self, cnt: int = 3) -> None:
+        heap = spead2.send.Heap(FLAVOUR)
+        heap.add_end()
+        await self.send(heap, cnt)

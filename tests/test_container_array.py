@@ -23,7 +23,6 @@ import base64
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -197,16 +196,12 @@ def build_script(*args: str, timeout: float) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def image() -> tuple[Podman, str]:
     """The image, built (or found in the layer cache) by scripts/build_image.sh."""
-    if shutil.which("podman") is None and shutil.which("apt-get") is None:
-        pytest.skip("podman is not installed and there is no apt-get to install it")
-    try:
-        setup = build_script("--setup-only", "--engine", "podman", timeout=900)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.skip(f"podman cannot run here: {exc}")
+    # Asked for (DSIM_CONTAINER_TESTS=1): a machine that cannot build or run the image
+    # fails the test, so that CI is never green without the array having run.
+    setup = build_script("--setup-only", "--engine", "podman", timeout=900)
     podman = Podman({**os.environ, "CONTAINERS_CONF": setup["containers_conf"]})
     probe = podman("info", check=False)
-    if probe.returncode != 0:
-        pytest.skip(f"podman cannot run here: {probe.stderr.strip().splitlines()[-1:]}")
+    assert probe.returncode == 0, f"podman cannot run here: {probe.stderr.strip()[-500:]}"
     started = time.monotonic()
     built = build_script("--engine", "podman", timeout=1500)
     print(

@@ -132,7 +132,8 @@ def test_meerkat_heap_size_rules(heap_size: int, message: str) -> None:
         (1 << 48, [1, 1], "0 to 2\\*\\*48 - 1"),
         (99999999999999999999999, [1], "0 to 2\\*\\*48 - 1"),
         (-2, [1, 1], "0 to 2\\*\\*48 - 1"),
-        ((1 << 48) - 2, [1, 1, 1], "do not fit in 48 bits"),
+        ((1 << 48) - 1, [1, 1], "odd"),
+        (0, [1, 1, 1], "at most two polarisations"),
     ],
 )
 def test_digitiser_ids_that_receivers_would_misread_are_refused(

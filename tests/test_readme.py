@@ -10,13 +10,24 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def example() -> str:
+def example(name: str = "example-test") -> str:
     text = README.read_text()
-    match = re.search(
-        r"<!-- example-test -->\n```python\n(.*?)```\n<!-- /example-test -->", text, re.S
-    )
-    assert match, "README has no example test"
+    match = re.search(rf"<!-- {name} -->\n```python\n(.*?)```\n<!-- /{name} -->", text, re.S)
+    assert match, f"README has no {name}"
     return match.group(1)
+
+
+def test_the_readme_api_example_runs_as_written(tmp_path: Path) -> None:
+    (tmp_path / "example.py").write_text(example("example-api"))
+    result = subprocess.run(
+        [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sent, heaps, signals = result.stdout.splitlines()[0].split(" ", 2)
+    assert int(sent) == int(heaps) > 2 * 2000  # both polarisations, past the switch
+    assert signals.startswith("cw(0.5, ")
+    assert result.stdout.splitlines()[1].startswith("5120 ")
 
 
 def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:

@@ -180,6 +180,14 @@ class _Resolver:
         if isinstance(node, MultiCw):
             k0 = self.cycles(node.frequency)
             ks = self.cycles(node.frequency_step)
+            if node.count > 1 and ks == 0:
+                raise fail(
+                    self.text,
+                    node.pos,
+                    f"multicw frequency step {node.frequency_step!r} Hz rounds to 0 per "
+                    f"{self.period}-sample period: its {node.count} tones would be one "
+                    f"(the step must be at least {self.hz(1)!r} Hz)",
+                )
             if node.count > 0:
                 self.check_tone(node, "multicw first tone", node.frequency, k0)
                 last = node.frequency + (node.count - 1) * node.frequency_step

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=bounded(number, positive=True),
         metavar="HZ",
         help="the ADC rate: for the clock check, tone frequencies in Hz, and "
-        "the frequencies of --signals",
+        "the frequencies of --signals (default for these: 1712e6, the nominal rate a "
+        "free-running dsim reads Hz against)",
     )
     meerkat.add_argument(
         "--clock-tolerance",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..pattern import DEFAULT_NOMINAL_SAMPLE_RATE
 from .expect import CounterPattern, Pattern, WindowPattern
 
 #: Seconds allowed for connecting to dsim and for each katcp request.
@@ -75,11 +76,14 @@ def expected_signal(
             "(--period, --dither-seed, or --katcp)"
         )
     if adc_sample_rate is None:
-        raise ConfigError(
-            "a signal other than counter() needs the ADC sample rate its "
-            "frequencies are read against (--adc-sample-rate, or --katcp)"
-        )
+        # What a free-running dsim reads frequencies against unless told otherwise.
+        adc_sample_rate = DEFAULT_NOMINAL_SAMPLE_RATE
     resolved = program.resolve(period, adc_sample_rate)
+    if parse(spec).resolve(period, adc_sample_rate).canonical != resolved.canonical:
+        raise ConfigError(
+            "the spec has noise without a seed (wgn(std) draws a new one each time): give "
+            "the seeds dsim shows in its `signals` sensor, or read it with --katcp"
+        )
     window = render(resolved, sample_bits, dither_seed)
     canonical = getattr(resolved, "canonical", spec)
     description = f"{canonical} (period {period}, dither seed {dither_seed})"

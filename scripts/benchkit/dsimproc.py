@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-_LISTENING = re.compile(r"listening on [\d.]+:(\d+)")
+from dsim.array import katcp_address_from_log
+
 START_TIMEOUT = 20.0
 
 
@@ -103,8 +104,8 @@ class DsimProcess:
                     )
                 line = raw.decode(errors="replace")
                 lines.append(line)
-                if m := _LISTENING.search(line):
-                    port = int(m.group(1))
+                if address := katcp_address_from_log(line):
+                    port = address[1]
         except BaseException:
             if proc.returncode is None:
                 proc.kill()
