@@ -56,6 +56,9 @@ def option_args(options: dict[str, Any]) -> list[str]:
     args: list[str] = []
     for name, value in options.items():
         flag = "--" + name.replace("_", "-")
+        if value is False and name == "end_of_stream":  # the one flag with a --no- form
+            args.append("--no-end-of-stream")
+            continue
         if value is None or value is False:
             continue
         if value is True:

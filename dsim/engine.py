@@ -379,6 +379,7 @@ class Engine:
             isinstance(heaps, bool) or not isinstance(heaps, int) or heaps <= 0
         ):
             raise CaptureError(f"heap count must be a positive integer, not {heaps!r}")
+        resume = self._next_timestamp  # where the stream stays if stopped before it starts
         first = self._first_timestamp(timestamp)
         self._pending_due(first)
         first = self._aligned(first)
@@ -391,7 +392,7 @@ class Engine:
         self._sender.start_capture()
         start_at = self.clock.time_of(first) - RELEASE_LEAD if self.clock is not None else None
         self._task = asyncio.get_running_loop().create_task(
-            self._capture(heaps, start_at), name="dsim-capture"
+            self._capture(heaps, start_at, resume), name="dsim-capture"
         )
         self._task.add_done_callback(self._capture_done)
         logger.info(
@@ -635,7 +636,7 @@ class Engine:
 
     # ----------------------------------------------------------- capture loop
 
-    async def _capture(self, limit: int | None, start_at: float | None) -> int:
+    async def _capture(self, limit: int | None, start_at: float | None, resume: int) -> int:
         remaining = limit
         pacer = self._make_pacer(self._plan)
         next_descriptors = 0.0
@@ -646,6 +647,7 @@ class Engine:
             await sender.send_descriptors(self._plan)
             next_descriptors = time.monotonic() + (self._descriptor_interval or float("inf"))
             if start_at is not None and not await self._sleep_until(start_at):
+                self._next_timestamp = resume  # stopped before its start: nothing was sent
                 return sender.capture_heaps
             while not self._stop_requested and remaining != 0:
                 change = self._pending

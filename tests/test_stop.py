@@ -208,3 +208,16 @@ def test_a_signal_during_the_start_up_render_stops_it() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+async def test_a_real_time_capture_stopped_before_its_start_leaves_the_stream_where_it_was(
+    engines: Callable[..., Engine], sink: Sink
+) -> None:
+    fmt = layout.MeerkatFormat([1], 10)
+    clock = Clock(2e4, time.time() - 1 / 2e4, 1 << 20)  # the aligned start is ~50 s away
+    engine = engines(TransportConfig(destinations=[sink.endpoint]), wire_format=fmt, clock=clock)
+    before = engine.next_timestamp
+    assert engine.start() == 1 << 20
+    await asyncio.sleep(0.2)
+    assert await engine.stop() == 0
+    assert engine.next_timestamp == before
