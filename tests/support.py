@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,3 +315,27 @@ class HeapSender:
         heap = spead2.send.Heap(FLAVOUR)
         heap.add_end()
         await self.send(heap, cnt)
+
+
+#: Run first in a private network namespace: loopback up, multicast routed to it.
+_NETNS_PRELUDE = """
+import subprocess as _subprocess
+for _command in ("ip link set lo up", "ip link set lo multicast on",
+                 "ip route add 239.0.0.0/8 dev lo"):
+    _subprocess.run(_command.split(), check=True)
+"""
+
+
+def run_in_private_netns(
+    script: str, *, loopback: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python `script` in a network namespace of its own (``unshare --net``, root).
+
+    With `loopback`, its loopback is brought up with multicast routed to it first;
+    no traffic can leave the namespace either way.
+    """
+    code = (_NETNS_PRELUDE if loopback else "") + script
+    return subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

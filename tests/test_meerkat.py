@@ -6,8 +6,6 @@ import asyncio
 import json
 import logging
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -30,7 +28,13 @@ from dsim.spead import (
 from dsim.transport import Endpoint, TransportConfig
 
 from .conftest import TEST_RATE, Sink, needs_netns, udp_socket
-from .support import check_cnts, check_contiguous, check_counter, counter_value
+from .support import (
+    check_cnts,
+    check_contiguous,
+    check_counter,
+    counter_value,
+    run_in_private_netns,
+)
 
 HEAP = 5120  # 4096 10-bit samples
 SAMPLES = 4096
@@ -285,10 +289,6 @@ FANOUT_SCRIPT = textwrap.dedent(
     from dsim.engine import Engine
     from dsim.transport import TransportConfig, parse_destination
 
-    # A private network namespace: only its own loopback, with multicast routed to it.
-    for command in ("ip link set lo up", "ip link set lo multicast on",
-                    "ip route add 239.0.0.0/8 dev lo"):
-        subprocess.run(command.split(), check=True)
 
     async def main():
         groups = [parse_destination(f"239.102.0.{base}+7:7148") for base in (64, 72)]
@@ -333,12 +333,7 @@ FANOUT_SCRIPT = textwrap.dedent(
 
 @needs_netns
 def test_fan_out_over_eight_multicast_groups_per_polarisation() -> None:
-    result = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", FANOUT_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_in_private_netns(FANOUT_SCRIPT)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert len(seen) == 16

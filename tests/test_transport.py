@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -14,6 +10,9 @@ import pytest
 from dsim.engine import Engine
 from dsim.errors import ConfigError, TransportError
 from dsim.transport import Endpoint, TransportConfig, TransportKind, parse_endpoint
+
+from .conftest import needs_netns
+from .support import run_in_private_netns
 
 
 def test_parse_endpoint() -> None:
@@ -107,17 +106,9 @@ SEND_FAILURE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
-    reason="needs root, unshare and ip for a private network namespace",
-)
+@needs_netns
 def test_send_failures_are_counted_and_the_engine_carries_on() -> None:
-    result = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", SEND_FAILURE_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_in_private_netns(SEND_FAILURE_SCRIPT, loopback=False)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["failing_heaps"] == 0
@@ -153,10 +144,6 @@ MULTICAST_SCRIPT = textwrap.dedent(
     from dsim.transport import Endpoint, TransportConfig
     from dsim.verify import Verifier, VerifyConfig
 
-    # A private network namespace: only its own loopback, with multicast routed to it.
-    for command in ("ip link set lo up", "ip link set lo multicast on",
-                    "ip route add 239.0.0.0/8 dev lo"):
-        subprocess.run(command.split(), check=True)
 
     async def main():
         verifier = Verifier(VerifyConfig(
@@ -175,16 +162,8 @@ MULTICAST_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None,
-    reason="needs root, unshare and ip for a private network namespace",
-)
+@needs_netns
 def test_multicast_with_ttl_and_interface_in_a_private_namespace() -> None:
-    result = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", MULTICAST_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_in_private_netns(MULTICAST_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"sent": 500, "heaps": 500, "clean": True}

@@ -40,6 +40,7 @@ from dsim.verify.cli import main
 
 from .conftest import needs_netns
 from .support import HeapSender as Sender
+from .support import run_in_private_netns
 
 TIMEOUT = 30.0
 
@@ -285,9 +286,6 @@ MULTICAST_SCRIPT = textwrap.dedent(
     from tests.support import HeapSender as Sender
     from dsim.verify import Verifier, VerifyConfig
 
-    for command in ("ip link set lo up", "ip link set lo multicast on",
-                    "ip route add 239.0.0.0/8 dev lo"):
-        subprocess.run(command.split(), check=True)
 
     async def main():
         # One polarisation fanned out over 4 groups: heap i goes to group i mod 4.
@@ -313,12 +311,7 @@ MULTICAST_SCRIPT = textwrap.dedent(
 @needs_netns
 def test_multicast_fan_out_is_joined_in_a_private_namespace() -> None:
     script = MULTICAST_SCRIPT % os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        ["unshare", "--net", sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_in_private_netns(script)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"heaps": 200, "clean": True}
 
