@@ -372,3 +372,30 @@ def test_tone_delays_agree_with_the_fft(tones: str, delays: tuple[float, ...]) -
         direct, through_fft = f"delay({direct}, {d})", f"delay({through_fft}, {d})"
     a, b = samples(f"nodither({direct}); nodither({through_fft});", bits=16)
     assert np.abs(a - b).max() <= 1
+
+
+def test_a_failed_render_leaves_the_callers_cancel_event_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A task that raises stops the render, but the event the caller passed (the
+    engine's own 'closing' flag) stays clear, so the next render works."""
+    import threading
+
+    import dsim.signals.window as window_module
+
+    real = window_module.quantise_into
+    calls = {"n": 0}
+
+    def fail_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("simulated")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(window_module, "quantise_into", fail_once)
+    cancel = threading.Event()
+    resolved = parse("cw(0.5, 1e8);").resolve(1 << 20, FS)
+    with pytest.raises(MemoryError):
+        render(resolved, 10, 1, threads=1, cancel=cancel)
+    assert not cancel.is_set()
+    assert render(resolved, 10, 1, threads=1, cancel=cancel).n_outputs == 1

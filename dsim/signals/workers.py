@@ -71,11 +71,16 @@ class Workers:
         """
         counter = itertools.count()
         lock = threading.Lock()
-        failed = cancel if cancel is not None else threading.Event()
+        # A task's failure stops the other threads here; it must never touch `cancel`,
+        # which belongs to the caller (the engine's: setting it would close the engine).
+        failed = threading.Event()
+
+        def stopped() -> bool:
+            return failed.is_set() or (cancel is not None and cancel.is_set())
 
         def loop() -> None:
             ctx = Context(self.period)
-            while not failed.is_set():
+            while not stopped():
                 with lock:
                     i = next(counter)
                 if i >= n_tasks:
