@@ -528,6 +528,8 @@ class FakeDsim:
         }
         defaults.update(values)
         for name, value in defaults.items():
+            if value is None:  # leave this sensor out
+                continue
             sensor = aiokatcp.Sensor(
                 type(value),
                 name,
@@ -556,6 +558,18 @@ async def test_the_stream_description_is_read_from_katcp_sensors() -> None:
     assert source.dither_seed == 987654321987654321987654321
     assert (source.sample_bits, source.format, source.polarisations) == (10, "meerkat", 2)
     assert source.adc_sample_rate == 1712e6 and source.real_time is False
+
+
+async def test_a_missing_sensor_is_named_as_missing() -> None:
+    from dsim.errors import ConfigError
+    from dsim.verify.source import read_sensors
+
+    async with FakeDsim(signals=None) as (host, port):
+        with pytest.raises(ConfigError, match="cannot read sensor 'signals'"):
+            await read_sensors(host, port)
+    async with FakeDsim(**{"dither-seed": "0x12"}) as (host, port):
+        with pytest.raises(ConfigError, match="dither-seed sensor is not an integer"):
+            await read_sensors(host, port)
 
 
 async def test_cli_with_katcp_checks_a_counter_stream(unused_udp_port: int) -> None:

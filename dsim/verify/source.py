@@ -117,12 +117,16 @@ async def read_sensors(host: str, port: int, timeout: float = KATCP_TIMEOUT) -> 
 
     try:
         seed = await value("dither-seed", str, required=False)
+        try:
+            dither_seed = int(seed) if seed not in (None, "") else None
+        except ValueError:
+            raise ConfigError(f"dsim at {where}: its dither-seed sensor is not an integer") from None
         rate = await value("adc-sample-rate", float, required=False)
         sync = await value("sync-time", float, required=False)
         source = SignalSource(
             signals=await value("signals", str),
             period=await value("period", int, required=False),
-            dither_seed=int(seed) if seed not in (None, "") else None,
+            dither_seed=dither_seed,
             sample_bits=await value("sample-bits", int, required=False),
             adc_sample_rate=rate if rate else None,
             format=await value("format", str, required=False),
@@ -131,8 +135,6 @@ async def read_sensors(host: str, port: int, timeout: float = KATCP_TIMEOUT) -> 
             real_time=await value("real-time", bool, required=False),
             heap_size=await value("heap-size", int, required=False),
         )
-    except ValueError:
-        raise ConfigError(f"dsim at {where}: its dither-seed sensor is not an integer") from None
     finally:
         client.close()
         await client.wait_closed()
