@@ -32,6 +32,8 @@ from .errors import DsimError
 logger = logging.getLogger(__name__)
 #: Seconds a process may take to start (it renders its start-up signal first).
 START_TIMEOUT = 60.0
+#: Seconds an antenna may take to exit once asked, before it is killed.
+STOP_TIMEOUT = 5.0
 #: Seconds any one katcp request may take.
 REQUEST_TIMEOUT = 60.0
 _LISTENING = re.compile(r"katcp server listening on (\S+):(\d+)\s*$")
@@ -109,6 +111,7 @@ class Array:
         self.adc_sample_rate = adc_sample_rate
         self.align_samples = align_samples
         self.heap_samples = heap_samples
+        self._processes: list[asyncio.subprocess.Process] = []  # every one started
         self._drains: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -135,17 +138,24 @@ class Array:
         if n < 1:
             raise ArrayError(f"an array needs at least one antenna, not {n}")
         sync = time.time() if sync_time is None else sync_time
-        heap_size = int(options.get("heap_size") or 5120)
-        bits = int(options.get("sample_bits") or 10)
-        array = cls([], sync, adc_sample_rate, align_samples, heap_size * 8 // bits)
-        try:
-            starts = [
+        array = cls([], sync, adc_sample_rate, align_samples, heap_samples=0)
+        starts = [
+            asyncio.create_task(
                 array._start_one(k, signals, destinations, katcp_host, prefix, options)
-                for k in range(n)
-            ]
+            )
+            for k in range(n)
+        ]
+        try:
             await asyncio.gather(*starts)
             array.antennas.sort(key=lambda a: a.index)
+            # The heap size as the antennas chose it (the format's default, unless given).
+            first = array.antennas[0]
+            heap_bits = int(await first.sensor("heap-size")) * 8
+            array.heap_samples = heap_bits // int(await first.sensor("sample-bits"))
         except BaseException:
+            for task in starts:  # one antenna failed: stop starting the others
+                task.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
             await array.close()
             raise
         return array
@@ -189,6 +199,7 @@ class Array:
             *dests,
         ]
         process = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
+        self._processes.append(process)  # from here on, close() ends it whatever happens
         assert process.stderr is not None
         log: list[str] = []
         try:
@@ -201,10 +212,12 @@ class Array:
                     if address := katcp_address_from_log(line):
                         break
         except TimeoutError:
-            process.kill()
             raise ArrayError(f"antenna {k} did not start within {START_TIMEOUT} s") from None
-        async with asyncio.timeout(REQUEST_TIMEOUT):
-            client = await aiokatcp.Client.connect(*address)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                client = await aiokatcp.Client.connect(*address)
+        except (OSError, TimeoutError) as exc:
+            raise ArrayError(f"antenna {k}: cannot connect to {address}: {exc}") from None
         antenna = Antenna(k, process, address, client, log)
         self.antennas.append(antenna)
         self._drains.append(asyncio.create_task(_drain(process, log)))
@@ -262,26 +275,38 @@ class Array:
         return timestamp
 
     async def close(self) -> None:
-        """Halt every antenna (kill any that does not exit); safe to call twice."""
+        """Halt every antenna, and end every process started (killing any that does
+        not exit within `STOP_TIMEOUT`), even those that never answered; safe to call
+        twice."""
 
         async def halt(antenna: Antenna) -> None:
             try:
-                async with asyncio.timeout(5):
+                async with asyncio.timeout(STOP_TIMEOUT):
                     await antenna.client.request("halt")
-            except (Exception, TimeoutError):
-                pass
+            except (Exception, TimeoutError) as exc:  # it is ended below in any case
+                logger.warning("antenna %d did not halt: %s", antenna.index, exc or "timed out")
             antenna.client.close()
-            try:
-                async with asyncio.timeout(5):
-                    await antenna.process.wait()
-            except TimeoutError:
-                antenna.process.kill()
-                await antenna.process.wait()
+            await antenna.client.wait_closed()
 
+        halted = {id(a.process) for a in self.antennas}
         await asyncio.gather(*(halt(a) for a in self.antennas))
+        await asyncio.gather(*(_end(p, id(p) in halted) for p in self._processes))
         for task in self._drains:
             task.cancel()
-        self.antennas = []
+        await asyncio.gather(*self._drains, return_exceptions=True)
+        self.antennas, self._processes, self._drains = [], [], []
+
+
+async def _end(process: asyncio.subprocess.Process, halted: bool) -> None:
+    """Wait for a process to exit: after ?halt, or else after SIGTERM; kill at the last."""
+    if process.returncode is None and not halted:
+        process.terminate()
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def _drain(process: asyncio.subprocess.Process, log: list[str]) -> None:

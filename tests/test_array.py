@@ -21,6 +21,8 @@ import textwrap
 
 import pytest
 
+from dsim.array import Array, ArrayError
+
 from .conftest import needs_netns
 
 DELAYS = [0, 0, 3, -5]
@@ -164,3 +166,30 @@ def test_four_antennas_on_four_hosts_line_up(network: str) -> None:
         for j in range(4):
             assert out["equal"][f"{i}{j}"] == (DELAYS[i] == DELAYS[j]), (i, j)
             assert out["lag"][f"{i}{j}"] == DELAYS[j] - DELAYS[i], (i, j, out["lag"])
+
+
+async def test_the_heap_size_is_the_antennas_own() -> None:
+    """With 8-bit samples the meerkat default heap is 4096 samples, not what 10 bits
+    would give: the array asks the antennas, so its default switch time is aligned."""
+    array = await Array.start(2, sample_bits=8, adc_sample_rate=1e7, period=1 << 16)
+    try:
+        assert array.heap_samples == 4096
+        timestamp = await array.set_signals("cw(0.1, 1e5); cw(0.1, 2e5);", margin=0.5)
+        assert timestamp % 4096 == 0
+        assert [await a.sensor("steady-state-timestamp") for a in array.antennas] == [timestamp] * 2
+    finally:
+        await array.close()
+
+
+async def test_a_failed_start_leaves_no_process_behind() -> None:
+    """Antenna 1 cannot start: the error names it, and antenna 0 (started, or still
+    starting) is ended too."""
+    marker = repr(1e9 + os.getpid() + 0.25)  # a sync time no other test uses
+
+    def prefix(k: int) -> list[str]:
+        return ["false"] if k == 1 else []
+
+    with pytest.raises(ArrayError, match="antenna 1 exited"):
+        await Array.start(2, sync_time=float(marker), prefix=prefix)
+    found = subprocess.run(["pgrep", "-f", f"sync-time {marker}"], capture_output=True)
+    assert found.returncode == 1, found.stdout  # 1: no such process

@@ -120,7 +120,8 @@ async def read_sensors(host: str, port: int, timeout: float = KATCP_TIMEOUT) -> 
         try:
             dither_seed = int(seed) if seed not in (None, "") else None
         except ValueError:
-            raise ConfigError(f"dsim at {where}: its dither-seed sensor is not an integer") from None
+            reason = f"dsim at {where}: its dither-seed sensor is not an integer"
+            raise ConfigError(reason) from None
         rate = await value("adc-sample-rate", float, required=False)
         sync = await value("sync-time", float, required=False)
         source = SignalSource(
