@@ -95,6 +95,9 @@ class _Change:
     timestamp: int | None  #: switch exactly here; None: at the next batch boundary
     future: asyncio.Future[int]
     what: str
+    #: The request has been answered already (a switch scheduled for a timestamp):
+    #: nobody waits on `future`, so a failure is reported by the engine itself.
+    detached: bool = False
 
 
 @dataclass
@@ -573,6 +576,7 @@ class Engine:
             self._pending = change
             if timestamp is not None:
                 # The reply does not wait for the stream to get there.
+                change.detached = True
                 self._steady_state = max(self._steady_state, timestamp)
                 return timestamp
             if self._wake is not None:
@@ -594,7 +598,18 @@ class Engine:
             self._sender.open_for(change.plan)
         except Exception as exc:
             self._plan = previous
-            if not change.future.done():
+            if change.detached:
+                # Its request was answered long ago: say so where operators look (the
+                # log, and device-status until the next capture), and stream on as before.
+                self.failure = exc
+                logger.error(
+                    "the %s change scheduled for timestamp %s failed, the stream goes on "
+                    "unchanged: %s",
+                    change.what,
+                    change.timestamp,
+                    exc,
+                )
+            elif not change.future.done():
                 change.future.set_exception(exc)
             return
         # The window just replaced (same heap size) is kept for the next ?signals to reuse.
@@ -620,10 +635,13 @@ class Engine:
     async def close(self) -> None:
         """Stop any capture and any signal being rendered, then free the stream and its thread."""
         self._cancel.set()
-        await self.stop()
-        if self._pending is not None and not self._pending.future.done():
-            self._pending.future.set_exception(CaptureError("engine closed"))
-        self._release()
+        try:
+            await self.stop()
+        finally:
+            change = self._pending
+            if change is not None and not change.detached and not change.future.done():
+                change.future.set_exception(CaptureError("engine closed"))
+            self._release()
 
     @property
     def time_error(self) -> float:

@@ -166,7 +166,8 @@ def counter_value(timestamp: int, heap_samples: int, bits: int = 8) -> int:
 
 
 def check_counter(heaps: list[ReceivedHeap], bits: int = 8) -> None:
-    """Assert every heap carries the counter pattern for its timestamp."""
+    """Assert there are heaps, and every one carries the counter pattern for its timestamp."""
+    assert heaps, "no heaps received"
     for i, heap in enumerate(heaps):
         expected = counter_value(heap.timestamp, len(heap.samples), bits)
         assert (heap.samples == expected).all(), (
@@ -175,9 +176,8 @@ def check_counter(heaps: list[ReceivedHeap], bits: int = 8) -> None:
 
 
 def check_contiguous(heaps: list[ReceivedHeap], first_timestamp: int | None = None) -> None:
-    """Assert the timestamps run on without gaps (each the previous plus its samples)."""
-    if not heaps:
-        return
+    """Assert there are heaps, and their timestamps run on without gaps."""
+    assert heaps, "no heaps received"
     t = heaps[0].timestamp if first_timestamp is None else first_timestamp
     for i, heap in enumerate(heaps):
         assert heap.timestamp == t, f"heap {i}: timestamp {heap.timestamp}, expected {t}"

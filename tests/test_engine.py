@@ -12,6 +12,7 @@ from dsim import layout
 from dsim.engine import CaptureError, Engine
 from dsim.errors import ConfigError
 from dsim.ring import MAX_RING_HEAPS
+from dsim.transport import TransportError
 
 from .conftest import inproc_transport
 from .support import Received, Receiver, check_cnts, check_contiguous, check_counter
@@ -65,7 +66,7 @@ async def test_timestamps_and_heap_ids_run_on_across_captures(engines: Factory) 
     assert engine.start(50) == 100 * 4096
     await engine.wait_capture()
     (received,) = await drain(engine)
-    assert received.ends == 2
+    assert received.ends == 2 and len(received.heaps) == 150
     check_contiguous(received.heaps, 0)
     check_counter(received.heaps)
     check_cnts(received.heaps)
@@ -111,6 +112,7 @@ async def test_heap_size_change_while_idle(engines: Factory) -> None:
     engine.start(4)
     await engine.wait_capture()
     (received,) = await drain(engine)
+    assert [len(h.samples) for h in received.heaps] == [4096] * 3 + [1000] * 4
     check_contiguous(received.heaps, 0)
     check_counter(received.heaps)
 
@@ -123,6 +125,7 @@ async def test_a_start_timestamp_jumps_forward(engines: Factory) -> None:
     with pytest.raises(CaptureError, match="has passed"):
         engine.start(5, 0)
     (received,) = await drain(engine)
+    assert len(received.heaps) == 5
     check_contiguous(received.heaps, 4096 * 1000 + 7)
     check_counter(received.heaps)
 
@@ -200,12 +203,10 @@ async def test_meerkat_end_of_stream_on_request(engines: Factory) -> None:
     assert [r.ends for r in await drain(engine, 10)] == [1, 1]
 
 
-async def test_too_many_prebuilt_heaps_is_a_clear_failure(engines: Factory) -> None:
-    engine = engines(inproc_transport(), 8192)
+async def test_too_many_prebuilt_heaps_is_a_clear_failure() -> None:
     # Tiny heaps, with more in flight than the ring may hold.
     with pytest.raises(ConfigError, match=f"more than {MAX_RING_HEAPS}"):
         Engine(inproc_transport(), 1, batches=100)
-    assert engine.heap_size == 8192
 
 
 async def test_a_failed_capture_is_not_permanent(
@@ -232,3 +233,26 @@ async def test_a_failed_capture_is_not_permanent(
     engine.start(10)
     assert await engine.wait_capture() == 10
     assert engine.failure is None
+
+
+async def test_a_scheduled_switch_that_fails_is_reported_and_the_stream_goes_on(
+    engines: Factory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ?signals reply went out long before the switch: its failure is logged and
+    shown as the engine's failure (device-status), and the old signal streams on."""
+    engine = engines(inproc_transport(rate=8192 * 1000), 8192)  # 1000 heaps/s
+    engine.start(400)
+
+    def fail(plan: object) -> None:
+        raise TransportError("injected failure")
+
+    monkeypatch.setattr(engine._sender, "open_for", fail)
+    switch = 200 * 8192
+    assert await engine.set_signals("cw(0.1, 1e5);", 1 << 16, switch) == switch
+    assert await engine.wait_capture() == 400
+    assert isinstance(engine.failure, TransportError)
+    assert engine.signal.canonical == "counter();"
+    assert "scheduled for timestamp 1638400 failed" in caplog.text
+    (received,) = await drain(engine)
+    assert len(received.heaps) == 400
+    check_counter(received.heaps)
