@@ -2,16 +2,12 @@
 
 ``asyncio.to_thread`` runs in the loop's default executor, which ``asyncio.run``
 waits for at exit: a signal window being rendered would then delay a SIGTERM
-by seconds. :func:`in_thread` runs the work in a daemon thread instead, and
-:func:`trim_memory` hands memory freed by replaced windows back to the system.
+by seconds. :func:`in_thread` runs the work in a daemon thread instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,20 +38,3 @@ async def in_thread(func: Callable[..., _T], *args: Any) -> _T:
 
     threading.Thread(target=run, name="dsim-build", daemon=True).start()
     return await future
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def trim_memory() -> None:
-    """Return freed heap memory to the system (glibc keeps it otherwise: measured, a
-    window's worth of render scratch per ``?signals``)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

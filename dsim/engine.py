@@ -34,10 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .background import in_thread, trim_memory
+from .background import in_thread
 from .clock import Clock, check_finite
 from .errors import ConfigError, DsimError
 from .layout import WireFormat
+from .memory import trim_memory
 from .pattern import (
     DEFAULT_MAX_PERIOD,
     DEFAULT_NOMINAL_SAMPLE_RATE,

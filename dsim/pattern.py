@@ -18,7 +18,6 @@ which the heap ring (:mod:`dsim.ring`) points its heaps at.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from . import packing
 from .clock import check_finite
 from .errors import ConfigError
 from .layout import CELL_DTYPE, WireFormat
+from .memory import available_memory
 from .spead import full_scale, status_word, wrap_signed
 
 if TYPE_CHECKING:
@@ -82,14 +82,14 @@ def check_period(period: int, max_period: int) -> None:
 
 
 def check_window_memory(period: int, sample_bits: int, n_pols: int) -> None:
-    """Refuse a window (and the one it replaces) that would not fit in half the free memory."""
+    """Refuse a window (and the one it replaces) that would not fit in half the memory available."""
     # Measured at worst (a fractional delay of noise: a full-window FFT), about 11 bytes per
     # sample per polarisation while it renders; the window itself keeps 1.5 of them.
     needed = period * n_pols * 11
     if needed > available_memory() // 2:
         raise ConfigError(
             f"a window of {period} samples x {n_pols} polarisations needs {needed / 2**20:.0f} "
-            "MiB, more than half the free memory: choose a shorter period"
+            "MiB, more than half the memory available: choose a shorter period"
         )
 
 
@@ -246,7 +246,7 @@ def counter_slots(fmt: WireFormat, heap_size: int, min_count: int = 1) -> Slots:
     if needed > available_memory() // 2:
         raise ConfigError(
             f"heap size {heap_size} needs {needed} bytes of heap buffers, more than half the "
-            "free memory"
+            "memory available"
         )
     payload = np.zeros((1, count, heap_size), np.uint8)
     status = np.zeros((count, fmt.n_pols), CELL_DTYPE)
@@ -279,8 +279,3 @@ def _write_counter(
             width += step
     saturated = np.abs(values) >= full_scale(bits)
     status[:] = status_word(np.where(saturated, samples, 0))[:, np.newaxis]
-
-
-def available_memory() -> int:
-    """Bytes of physical memory free now."""
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

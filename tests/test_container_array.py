@@ -366,3 +366,17 @@ def test_the_image_streams_with_the_host_network(image: tuple[Podman, str]) -> N
             stream.stop()
     assert len(timestamps) >= 100
     assert all(t % 4096 == 0 for t in timestamps)
+
+
+def test_a_window_larger_than_the_memory_limit_is_refused(image: tuple[Podman, str]) -> None:
+    """Under a container memory limit a 2**27-sample window is refused at start-up with
+    a one-line reason (exit 2), not killed by the OOM killer halfway through its render."""
+    podman, tag = image
+    result = podman(
+        "run", "--rm", "--network", "none", "--no-healthcheck", "--memory", "256m", tag,
+        "--format", "meerkat", "--signals", "wgn(0.1); wgn(0.1);", "--period", str(1 << 27),
+        "127.0.0.1:7148", "127.0.0.1:7149",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "memory available" in result.stderr and "Traceback" not in result.stderr

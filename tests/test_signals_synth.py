@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -386,7 +387,7 @@ def test_a_failed_render_leaves_the_callers_cancel_event_alone(
     real = window_module.quantise_into
     calls = {"n": 0}
 
-    def fail_once(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def fail_once(*args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise MemoryError("simulated")
