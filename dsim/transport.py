@@ -171,7 +171,12 @@ class TransportConfig:
     inproc_queues: Sequence[spead2.InprocQueue] = field(default_factory=tuple)
 
     def validate(self) -> None:
-        """Raise :exc:`ConfigError` if the settings cannot work together."""
+        """Raise :exc:`ConfigError` if the settings cannot work together.
+
+        An interface given by name is replaced by its numeric address, so that it
+        is looked up once (streams are opened again on the event loop at every
+        heap-size change, where a DNS lookup would stall it).
+        """
         for size in (self.max_packet_size, self.packet_size):
             if size is not None and not MIN_PACKET_SIZE <= size <= MAX_PACKET_SIZE:
                 raise ConfigError(
@@ -190,7 +195,7 @@ class TransportConfig:
                 f"CPU core {self.send_core} is not available (usable: {_format_cores()})"
             )
         if self.interface is not None:
-            resolve_interface(self.interface)
+            self.interface = resolve_interface(self.interface)
         if self.kind == TransportKind.INPROC:
             if not self.inproc_queues:
                 raise ConfigError("the in-process transport needs at least one queue")
@@ -294,7 +299,7 @@ def open_stream(
             )
         ibv_config = spead2.send.UdpIbvConfig(
             endpoints=endpoints,
-            interface_address=resolve_interface(config.interface or ""),
+            interface_address=config.interface or "",
             ttl=config.ttl,
             memory_regions=list(memory_regions),
         )
@@ -310,7 +315,7 @@ def open_stream(
         else spead2.send.asyncio.UdpStream.DEFAULT_BUFFER_SIZE
     )
     multicast = any(e.is_multicast for e in config.destinations)
-    interface = None if config.interface is None else resolve_interface(config.interface)
+    interface = config.interface
     udp = spead2.send.asyncio.UdpStream
     try:
         # spead2's overloads: multicast takes a TTL before the interface, unicast does not.

@@ -167,3 +167,11 @@ def test_multicast_with_ttl_and_interface_in_a_private_namespace() -> None:
     result = run_in_private_netns(MULTICAST_SCRIPT)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"sent": 500, "heaps": 500, "clean": True}
+
+
+def test_a_named_interface_is_looked_up_once() -> None:
+    """validate() replaces the name with its address: reopening a stream (at every
+    heap-size change, on the event loop) needs no DNS."""
+    config = TransportConfig(interface="localhost")
+    config.validate()
+    assert config.interface == "127.0.0.1"
