@@ -28,6 +28,9 @@ from .simulator import Simulator, StartupError
 from .spead import DEFAULT_DATA_PORT
 from .transport import spead2_uses_gso
 
+#: The option defaults, as Settings (and so the Python API) has them.
+DEFAULTS = Settings()
+
 logger = logging.getLogger("dsim")
 
 
@@ -50,14 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     katcp = parser.add_argument_group("katcp")
     katcp.add_argument(
         "--katcp-host",
-        default="127.0.0.1",
+        default=DEFAULTS.katcp_host,
         help="address to listen on (default %(default)s; 0.0.0.0 = every "
         "interface: anyone who can reach it controls dsim)",
     )
     katcp.add_argument(
         "--katcp-port",
         type=integer,
-        default=7147,
+        default=DEFAULTS.katcp_port,
         help="port to listen on; 0 picks a free one (logged) (default %(default)s)",
     )
     katcp.add_argument(
@@ -70,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--format",
         choices=FORMATS,
-        default="tutorial",
+        default=DEFAULTS.format,
         help="wire format: spead2's tutorial layout, or the MeerKAT digitiser's "
         "(default %(default)s)",
     )
@@ -86,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--digitiser-id",
         type=integer,
-        default=0,
+        default=DEFAULTS.digitiser_id,
         help="meerkat: digitiser_id of the first polarisation, even (receivers "
         "take the polarisation from the low bit); the next is +1 (default "
         "%(default)s)",
@@ -94,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--max-packet-size",
         type=integer,
-        default=8972,
+        default=DEFAULTS.max_packet_size,
         help="largest packet size dsim may pick: it picks the largest that "
         "splits every heap into equal packets where that pays (default "
         "%(default)s, a 9000-byte jumbo frame less IP and UDP headers)",
@@ -105,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--rate",
         type=number,
-        default=0.0,
+        default=DEFAULTS.rate,
         help="average send rate in bytes/s on the wire, 0 = as fast as possible "
         "(default %(default)s)",
     )
@@ -117,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--descriptor-interval",
         type=number,
-        default=5.0,
+        default=DEFAULTS.descriptor_interval,
         metavar="SECONDS",
         help="send descriptors this often while capturing, 0 = only at the "
         "start and after heap-size changes (default %(default)s)",
@@ -138,14 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     signals.add_argument(
         "--period",
         type=integer,
-        default=1 << 25,
+        default=DEFAULTS.period,
         metavar="SAMPLES",
         help="samples after which a signal window repeats (default %(default)s)",
     )
     signals.add_argument(
         "--max-period",
         type=integer,
-        default=1 << 27,
+        default=DEFAULTS.max_period,
         metavar="SAMPLES",
         help="largest period ?signals may ask for (default %(default)s)",
     )
@@ -158,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     signals.add_argument(
         "--nominal-sample-rate",
         type=number,
-        default=1712e6,
+        default=DEFAULTS.nominal_sample_rate,
         metavar="HZ",
         help="free-running: the ADC rate signal frequencies are read against "
         "(default %(default)g, MeerKAT L-band)",
@@ -180,14 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     clock.add_argument(
         "--align-samples",
         type=integer,
-        default=1 << 20,
+        default=DEFAULTS.align_samples,
         metavar="N",
         help="captures start at a multiple of N samples, a multiple of the "
         "heap's samples (default %(default)s)",
     )
     network = parser.add_argument_group("network")
     network.add_argument(
-        "--ttl", type=integer, default=1, help="multicast TTL (default %(default)s)"
+        "--ttl", type=integer, default=DEFAULTS.ttl, help="multicast TTL (default %(default)s)"
     )
     network.add_argument(
         "--interface",
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default="INFO",
+        default=DEFAULTS.log_level,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
         help="logging level (default %(default)s)",
