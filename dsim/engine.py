@@ -32,12 +32,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .background import in_thread
 from .clock import Clock, check_finite
 from .errors import ConfigError, DsimError
-from .layout import WireFormat
+from .layout import TutorialFormat, WireFormat
 from .memory import trim_memory
 from .pattern import (
     DEFAULT_MAX_PERIOD,
@@ -51,12 +50,10 @@ from .pattern import (
 from .plan import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Plan, make_plan, reuse_plan
 from .ring import check_ring_size
 from .sender import Sender
+from .signals import Program, Window, parse
 from .spead import TIMESTAMP_MODULUS
 from .stats import Statistics
 from .transport import TransportConfig, TransportKind, spead2_uses_gso
-
-if TYPE_CHECKING:
-    from .signals import Program, Window
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +62,8 @@ DEFAULT_DESCRIPTOR_INTERVAL = 5.0
 #: Paced streams: a batch is handed to spead2 this long before its first sample is due
 #: (asyncio's timers and a busy event loop wake a few milliseconds late at times).
 RELEASE_LEAD = 0.005
-#: Real time: falling this far behind the ADC clock is logged (at most every 10 s).
+#: Real time: falling this far (seconds) behind the ADC clock is logged (at most every
+#: 10 s) and makes the time-lag sensor a warning: the stream cannot keep up with its clock.
 LAG_WARN = 0.1
 LAG_LOG_PERIOD = 10.0
 #: Unlimited or fast (bytes/s) sending without GSO is worth a warning.
@@ -143,8 +141,6 @@ class Engine:
         throughput_window: float = 1.0,
         cancel: threading.Event | None = None,
     ) -> None:
-        from .layout import TutorialFormat
-
         if batches < 2:
             raise ConfigError(f"at least two batches must be in flight, not {batches}")
         if batch_bytes <= 0:
@@ -803,8 +799,6 @@ class Engine:
 def _program(spec: str | Program) -> Program:
     """A parsed signal program (parsing a spec given as text)."""
     if isinstance(spec, str):
-        from .signals import parse
-
         return parse(spec)
     return spec
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,11 +29,9 @@ from .clock import check_finite
 from .errors import ConfigError
 from .layout import CELL_DTYPE, WireFormat
 from .memory import available_memory
+from .signals import Program, Resolved, Window, render
+from .signals.window import MAX_PERIOD
 from .spead import full_scale, status_word, wrap_signed
-
-if TYPE_CHECKING:
-    from .signals import Program, Resolved, Window
-
 
 #: Default signal window and the largest one allowed, in samples. 2**25 samples
 #: resolve 51 Hz at MeerKAT L-band (1712e6 samples/s), far finer than any
@@ -59,7 +56,7 @@ class SignalSettings:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_period, bool) or not 0 < self.max_period <= LONGEST_PERIOD:
+        if isinstance(self.max_period, bool) or not 0 < self.max_period <= MAX_PERIOD:
             raise ConfigError(
                 f"max period must be a sample count from 1 to 2**31, not {self.max_period}"
             )
@@ -67,10 +64,6 @@ class SignalSettings:
         if isinstance(self.dither_seed, bool) or self.dither_seed < 0:
             raise ConfigError(f"dither seed must be a non-negative integer, not {self.dither_seed}")
         check_finite(self.nominal_sample_rate, "nominal sample rate", positive=True)
-
-
-#: The longest window the renderer takes (2**31 samples).
-LONGEST_PERIOD = 1 << 31
 
 
 def check_period(period: int, max_period: int) -> None:
@@ -156,8 +149,6 @@ class Signal:
         `into` is a window of the same shape that nothing sends from any more: it is
         overwritten, which saves allocating (and faulting in) a new one.
         """
-        from .signals import render
-
         if program.is_counter:
             return cls.counter(program.n_outputs, program.text)
         resolved = program.resolve(period, sample_rate)

@@ -21,7 +21,7 @@ import aiokatcp
 from aiokatcp import DeviceStatus, FailReply, Sensor, SensorSampler
 
 from ._version import __version__
-from .engine import Engine
+from .engine import LAG_WARN, Engine
 from .errors import DsimError
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,6 @@ SENSOR_PERIOD = 0.5
 AUTO_MIN_PERIOD = 0.5
 #: ... and at least this often while they change.
 AUTO_MAX_PERIOD = 10.0
-#: time-lag above this (seconds) is a warning: the stream cannot keep up with its clock.
-TIME_LAG_WARN = 0.1
 #: send-errors stays in `warn` (device-status `degraded`) this long after an error.
 SEND_ERROR_HOLD = 10.0
 _DIGITS = re.compile(r"[0-9]+")
@@ -186,7 +184,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         self._time_lag = sensor(
             float,
             "time-lag",
-            "Real time: seconds the stream trails the ADC clock (warn above 0.1 s)",
+            f"Real time: seconds the stream trails the ADC clock (warn above {LAG_WARN} s)",
             "s",
             0.0,
             **fast,
@@ -318,7 +316,7 @@ class DeviceServer(aiokatcp.DeviceServer):
         _update(
             self._time_lag,
             lag,
-            Sensor.Status.WARN if lag > TIME_LAG_WARN else Sensor.Status.NOMINAL,
+            Sensor.Status.WARN if lag > LAG_WARN else Sensor.Status.NOMINAL,
         )
         _update(self._next_timestamp, stats.next_timestamp)
         if stats.send_errors != self._last_errors:

@@ -264,6 +264,15 @@ async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
         assert r"\_\_" not in line  # no runs of escaped spaces (indentation)
 
 
+
+async def test_signals_help_names_every_function(typist: Typist) -> None:
+    from dsim.signals import FUNCTIONS
+
+    (line, _) = await typist.type("?help signals")
+    for name in FUNCTIONS:
+        assert f"\\_{name}," in line or f"\\_{name}." in line, name
+
+
 async def test_meerkat_real_time_sensors_and_time_request(sinks: object) -> None:
     sync = time.time() - 10.0
     async with Simulator(
