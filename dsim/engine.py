@@ -138,7 +138,6 @@ class Engine:
         end_of_stream: bool | None = None,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         batches: int = DEFAULT_BATCHES,
-        throughput_window: float = 1.0,
         cancel: threading.Event | None = None,
     ) -> None:
         if batches < 2:
@@ -177,7 +176,7 @@ class Engine:
             )
         self._signal_period = self.signal_settings.period
         self._plan = self._make_plan(signal, heap_size)
-        self._sender = Sender(transport, self.format, clock, batches, throughput_window)
+        self._sender = Sender(transport, self.format, clock, batches)
         self._sender.open_for(self._plan)
         self._next_timestamp = 0
         self._steady_state = 0
@@ -244,8 +243,6 @@ class Engine:
         Measured: with every core rendering, a real-time stream at 214 MHz x 2
         polarisations fell 0.15-0.35 s behind its clock during each ``?signals``.
         """
-        if self.signal_settings.threads is not None:
-            return self.signal_settings.threads
         if not self.capturing:
             return None
         return max(1, len(os.sched_getaffinity(0)) - 1)
@@ -287,11 +284,6 @@ class Engine:
     def rate(self) -> float:
         """Average rate on the wire (bytes/s) the stream is paced at; 0 = unlimited."""
         return self._plan.wire_rate
-
-    @property
-    def batch_heaps(self) -> int:
-        """Heaps in a full batch (all polarisations)."""
-        return self._plan.steps * self.format.n_pols
 
     @property
     def signal(self) -> Signal:
@@ -429,9 +421,9 @@ class Engine:
             )
         return timestamp
 
-    def _aligned(self, timestamp: int, plan: Plan | None = None) -> int:
-        """Where heaps of `plan` (default: the current one) may start, at or after `timestamp`."""
-        plan = plan or self._plan
+    def _aligned(self, timestamp: int) -> int:
+        """Where heaps of the current plan may start, at or after `timestamp`."""
+        plan = self._plan
         t = self.format.start_timestamp(timestamp, plan.heap_samples)
         return plan.signal.start_timestamp(t, plan.heap_samples)
 

@@ -29,7 +29,7 @@ from .clock import check_finite
 from .errors import ConfigError
 from .layout import CELL_DTYPE, WireFormat
 from .memory import available_memory
-from .signals import Program, Resolved, Window, render
+from .signals import DEFAULT_NOMINAL_SAMPLE_RATE, Program, Resolved, Window, render
 from .signals.window import MAX_PERIOD
 from .spead import full_scale, status_word, wrap_signed
 
@@ -39,8 +39,6 @@ from .spead import full_scale, status_word, wrap_signed
 #: about 0.4 s on two cores (see README).
 DEFAULT_PERIOD = 1 << 25
 DEFAULT_MAX_PERIOD = 1 << 27
-#: Free-running streams read signal frequencies against this ADC rate (MeerKAT L-band).
-DEFAULT_NOMINAL_SAMPLE_RATE = 1712e6
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,6 @@ class SignalSettings:
     dither_seed: int = 0
     #: Free-running streams have no ADC clock; frequencies are read against this rate.
     nominal_sample_rate: float = DEFAULT_NOMINAL_SAMPLE_RATE
-    #: Worker threads for rendering windows (None: one per core).
-    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.max_period, bool) or not 0 < self.max_period <= MAX_PERIOD:
@@ -108,10 +104,6 @@ class Slots:
     def row(self, pol: int) -> int:
         """The payload row polarisation `pol` sends."""
         return pol if self.payload.shape[0] > 1 else 0
-
-    def slot(self, timestamp: int) -> int:
-        """The slot of the heap that starts at `timestamp`."""
-        return (timestamp // self.heap_samples) % self.count
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,6 @@ class Sender:
         fmt: WireFormat,
         clock: Clock | None,
         batches: int,
-        throughput_window: float = 1.0,
     ) -> None:
         self.transport = transport
         self.format = fmt
@@ -89,7 +88,7 @@ class Sender:
         self.bytes = 0
         self.capture_heaps = 0
         self.send_errors = 0
-        self.meter = RateMeter(throughput_window)
+        self.meter = RateMeter()
         #: Real time: wall time when the last batch was sent, less the time of its
         #: last sample (what katgpucbf's simulator exports as dsim_time_error_s).
         self.time_error = 0.0

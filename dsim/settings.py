@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .address import Endpoint, parse_destination, resolve_interface
 from .clock import DEFAULT_ALIGN_SAMPLES, Clock, check_finite
 from .engine import (
     DEFAULT_DESCRIPTOR_INTERVAL,
@@ -32,11 +33,8 @@ from .layout import FORMATS, WireFormat, make_format
 from .spead import DEFAULT_DATA_PORT, DEFAULT_KATCP_PORT
 from .transport import (
     DEFAULT_MAX_PACKET_SIZE,
-    Endpoint,
     TransportConfig,
     TransportKind,
-    parse_destination,
-    resolve_interface,
 )
 
 #: When this process started: the default sync time of a real-time stream.

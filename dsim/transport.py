@@ -10,7 +10,6 @@ a command line can print as it is.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import math
 import os
 import socket
@@ -23,10 +22,10 @@ import spead2
 import spead2.send
 import spead2.send.asyncio
 
+from .address import Endpoint, resolve_interface
 from .errors import ConfigError, TransportError
 from .spead import DEFAULT_DATA_PORT
 
-DEFAULT_PORT = DEFAULT_DATA_PORT
 #: UDP payload that fits a 9000-byte jumbo frame after the IP and UDP headers.
 DEFAULT_MAX_PACKET_SIZE = 8972
 #: Largest UDP payload over IPv4.
@@ -53,98 +52,6 @@ class TransportKind(Enum):
     INPROC = "inproc"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """A resolved destination: numeric IPv4 address and UDP port."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def is_multicast(self) -> bool:
-        return ipaddress.ip_address(self.host).is_multicast
-
-
-def parse_endpoint(text: str, default_port: int = DEFAULT_PORT) -> Endpoint:
-    """Parse and resolve ``host[:port]`` into an :class:`Endpoint`."""
-    (endpoint,) = parse_destination(text, default_port, fanout=False)
-    return endpoint
-
-
-def parse_destination(
-    text: str, default_port: int = DEFAULT_PORT, *, fanout: bool = True
-) -> list[Endpoint]:
-    """Parse ``host[:port]`` or ``address+N[:port]`` into its endpoints.
-
-    ``239.102.0.64+7:7148`` is MeerKAT's way of writing eight consecutive
-    multicast groups (``.64`` to ``.71``) on one port: a digitiser spreads each
-    polarisation over them, heap ``i`` to group ``i mod 8``.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = text, str(default_port)
-    if not host:
-        raise ConfigError(f"destination {text!r} has no host (expected host:port)")
-    if not port_text.isascii() or not port_text.isdigit():
-        raise ConfigError(f"destination {text!r} has a bad port {port_text!r}")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"destination {text!r}: port must be 1-65535, not {port}")
-    base, plus, count_text = host.partition("+")
-    if plus:
-        if not fanout:
-            raise ConfigError(f"{text!r}: one address expected, not a range")
-        if not count_text.isascii() or not count_text.isdigit():
-            raise ConfigError(f"destination {text!r}: expected ADDRESS+N with a whole N")
-        try:
-            first = ipaddress.IPv4Address(base)
-        except ValueError:
-            raise ConfigError(
-                f"destination {text!r}: ADDRESS+N needs a numeric IPv4 address, not {base!r}"
-            ) from None
-        extra = int(count_text)
-        if int(first) + extra > int(ipaddress.IPv4Address("255.255.255.255")):
-            raise ConfigError(f"destination {text!r} runs past the last IPv4 address")
-        last = first + extra
-        if first.is_multicast != last.is_multicast:
-            raise ConfigError(f"destination {text!r} leaves the multicast range")
-        return [Endpoint(str(first + k), port) for k in range(extra + 1)]
-    try:
-        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
-        raise ConfigError(f"destination host {host!r} does not resolve: {reason}") from None
-    return [Endpoint(str(infos[0][4][0]), port)]
-
-
-def resolve_interface(address: str) -> str:
-    """The numeric IPv4 address of a local interface, named by address or host name.
-
-    Checked by binding a socket to it, so that a typo is one clear line here
-    rather than an error from deep inside spead2 later.
-    """
-    try:
-        numeric = str(ipaddress.IPv4Address(address))
-    except ValueError:
-        try:
-            numeric = socket.gethostbyname(address)
-        except (OSError, UnicodeError):
-            raise ConfigError(
-                f"interface {address!r} is not an IPv4 address (or a name that resolves to one)"
-            ) from None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((numeric, 0))
-        except OSError:
-            raise ConfigError(
-                f"interface address {numeric} is not an address of this machine"
-            ) from None
-    return numeric
-
-
 @dataclass
 class TransportConfig:
     """Where and how heaps are sent; fixed when the engine is created.
@@ -158,7 +65,7 @@ class TransportConfig:
     """
 
     kind: TransportKind = TransportKind.UDP
-    destinations: Sequence[Endpoint] = (Endpoint("127.0.0.1", DEFAULT_PORT),)
+    destinations: Sequence[Endpoint] = (Endpoint("127.0.0.1", DEFAULT_DATA_PORT),)
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     #: Exact packet size; None lets the engine pick one that splits heaps evenly.
     packet_size: int | None = None

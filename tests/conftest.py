@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import spead2
 
+from dsim.address import Endpoint
 from dsim.engine import Engine
-from dsim.transport import Endpoint, TransportConfig, TransportKind
+from dsim.transport import TransportConfig, TransportKind
 from dsim.verify.receiver import udp_socket as verify_socket
 
 from .support import DsimProcess, Receiver

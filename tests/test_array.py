@@ -34,7 +34,7 @@ ORCHESTRATOR = textwrap.dedent(
     import spead2, spead2.recv.asyncio
     from dsim import packing
     from dsim.array import Array
-    from dsim.transport import parse_destination
+    from dsim.address import parse_destination
     from dsim.verify.receiver import udp_socket
 
     PREFIX, DELAYS = sys.argv[1], json.loads(sys.argv[2])

@@ -65,7 +65,8 @@ async def test_tiny_tutorial_heaps_travel_as_immediates(engines: Factory, sink: 
 EXIT_SCRIPT = """
 import asyncio
 from dsim.engine import Engine
-from dsim.transport import Endpoint, TransportConfig
+from dsim.address import Endpoint
+from dsim.transport import TransportConfig
 
 async def main():
     global engine  # still referenced at exit, never closed

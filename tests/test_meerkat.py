@@ -16,6 +16,7 @@ import spead2
 import spead2.recv.asyncio
 
 from dsim import layout, packing
+from dsim.address import Endpoint
 from dsim.clock import Clock
 from dsim.engine import Engine
 from dsim.spead import (
@@ -25,7 +26,7 @@ from dsim.spead import (
     TIMESTAMP_ID,
     status_word,
 )
-from dsim.transport import Endpoint, TransportConfig
+from dsim.transport import TransportConfig
 
 from .conftest import TEST_RATE, Sink, needs_netns, udp_socket
 from .support import (
@@ -287,7 +288,8 @@ FANOUT_SCRIPT = textwrap.dedent(
     import spead2, spead2.recv.asyncio
     from dsim.layout import MeerkatFormat
     from dsim.engine import Engine
-    from dsim.transport import TransportConfig, parse_destination
+    from dsim.address import parse_destination
+    from dsim.transport import TransportConfig
 
 
     async def main():

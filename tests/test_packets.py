@@ -9,8 +9,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from dsim import layout
+from dsim.address import Endpoint
 from dsim.engine import Engine
-from dsim.transport import Endpoint, TransportConfig, spead2_uses_gso
+from dsim.transport import TransportConfig, spead2_uses_gso
 from dsim.verify import Verifier, VerifyConfig
 
 from .conftest import udp_socket

@@ -264,7 +264,6 @@ async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
         assert r"\_\_" not in line  # no runs of escaped spaces (indentation)
 
 
-
 async def test_signals_help_names_every_function(typist: Typist) -> None:
     from dsim.signals import FUNCTIONS
 

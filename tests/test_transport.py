@@ -7,18 +7,21 @@ import textwrap
 
 import pytest
 
+from dsim.address import Endpoint, parse_destination
 from dsim.engine import Engine
 from dsim.errors import ConfigError, TransportError
-from dsim.transport import Endpoint, TransportConfig, TransportKind, parse_endpoint
+from dsim.transport import TransportConfig, TransportKind
 
 from .conftest import needs_netns
 from .support import run_in_private_netns
 
 
-def test_parse_endpoint() -> None:
-    assert parse_endpoint("127.0.0.1:7150") == Endpoint("127.0.0.1", 7150)
-    assert parse_endpoint("localhost") == Endpoint("127.0.0.1", 7148)
-    assert parse_endpoint("239.1.2.3:7148").is_multicast
+def test_parse_destination() -> None:
+    assert parse_destination("127.0.0.1:7150") == [Endpoint("127.0.0.1", 7150)]
+    assert parse_destination("localhost") == [Endpoint("127.0.0.1", 7148)]
+    assert parse_destination("239.1.2.3:7148")[0].is_multicast
+    with pytest.raises(ConfigError, match="one address expected"):
+        parse_destination("239.1.2.3+1:7148", fanout=False)
 
 
 @pytest.mark.parametrize(
@@ -28,12 +31,15 @@ def test_parse_endpoint() -> None:
         ("127.0.0.1:0", "port must be 1-65535"),
         ("127.0.0.1:70000", "port must be 1-65535"),
         ("127.0.0.1:http", "bad port"),
+        ("127.0.0.1:+80", "bad port"),
+        ("127.0.0.1:8_0", "bad port"),
+        ("127.0.0.1:٨٠", "bad port"),
         (":7148", "no host"),
     ],
 )
 def test_bad_endpoints(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
-        parse_endpoint(text)
+        parse_destination(text)
     assert "\n" not in str(info.value)
 
 
@@ -84,7 +90,8 @@ SEND_FAILURE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, subprocess
     from dsim.engine import Engine
-    from dsim.transport import Endpoint, TransportConfig
+    from dsim.address import Endpoint
+    from dsim.transport import TransportConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
@@ -141,7 +148,8 @@ MULTICAST_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, subprocess
     from dsim.engine import Engine
-    from dsim.transport import Endpoint, TransportConfig
+    from dsim.address import Endpoint
+    from dsim.transport import TransportConfig
     from dsim.verify import Verifier, VerifyConfig
 
 

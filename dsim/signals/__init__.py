@@ -16,11 +16,12 @@ Modules: :mod:`.parser` (text -> checked program tree, canonical text in
 
 from .errors import SignalError
 from .parser import FUNCTIONS, Program, parse
-from .resolve import Resolved
+from .resolve import DEFAULT_NOMINAL_SAMPLE_RATE, Resolved
 from .window import Window, default_threads, render
 from .workers import RenderCancelled
 
 __all__ = [
+    "DEFAULT_NOMINAL_SAMPLE_RATE",
     "FUNCTIONS",
     "Program",
     "RenderCancelled",

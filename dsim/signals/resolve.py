@@ -32,6 +32,10 @@ from .tree import (
     format_statements,
 )
 
+#: A stream without an ADC clock (free-running) reads signal frequencies against this
+#: rate, MeerKAT L-band's, unless told otherwise (dsim and dsim-verify alike).
+DEFAULT_NOMINAL_SAMPLE_RATE = 1712e6
+
 #: At most this many tones per output are listed by :meth:`Resolved.tones`.
 MAX_LISTED_TONES = 10_000
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from .._version import __version__
+from ..address import parse_port
 from ..cliutil import OneLineParser, bounded, integer, number
 from ..clock import Clock
 from ..errors import ConfigError
@@ -36,11 +37,9 @@ def _address(default_host: str) -> Callable[[str], tuple[str, int]]:
     def convert(text: str) -> tuple[str, int]:
         host, sep, port_text = text.rpartition(":")
         try:
-            port = int(port_text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
-        if not 1 <= port <= 65535:
-            raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+            port = parse_port(port_text, repr(text))
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return (host if sep and host else default_host), port
 
     convert.__name__ = "address"

@@ -26,6 +26,7 @@ import spead2
 import spead2.recv
 import spead2.recv.asyncio
 
+from ..address import parse_destination
 from ..clock import Clock, check_finite
 from ..errors import ConfigError
 from .analysis import DEFAULT_MEASURE_SAMPLES, SampleCollector, Spectrum, measure
@@ -45,30 +46,17 @@ RING_HEAPS = 1024
 
 
 def multicast_groups(text: str) -> list[str]:
-    """``GROUP`` or ``GROUP+N`` (N+1 consecutive groups, as MeerKAT writes a fan-out)."""
-    base, plus, count_text = text.partition("+")
-    try:
-        first = ipaddress.IPv4Address(base.strip())
-    except ValueError:
-        raise ConfigError(f"{base!r} is not an IPv4 address (multicast GROUP[+N])") from None
-    count = 0
-    if plus:
-        try:
-            count = int(count_text)
-        except ValueError:
-            raise ConfigError(f"bad +N in {text!r}: N must be a whole number") from None
-        if count < 0:
-            raise ConfigError(f"bad +N in {text!r}: N must be >= 0")
-    groups = []
-    for i in range(count + 1):
-        try:
-            group = first + i
-        except ipaddress.AddressValueError:
-            group = None
-        if group is None or not group.is_multicast:
-            raise ConfigError(f"{text} is not a multicast group (or range of them)")
-        groups.append(str(group))
-    return groups
+    """``GROUP`` or ``GROUP+N`` (N+1 consecutive groups, as MeerKAT writes a fan-out).
+
+    Read as dsim reads a DEST's address (:func:`dsim.address.parse_destination`),
+    without the port, which dsim-verify takes separately.
+    """
+    if ":" in text:
+        raise ConfigError(f"{text!r}: give the group(s) without a port (GROUP or GROUP+N)")
+    endpoints = parse_destination(text, default_port=1)
+    if not all(e.is_multicast for e in endpoints):
+        raise ConfigError(f"{text!r} is not a multicast group (or GROUP+N, a range of them)")
+    return [e.host for e in endpoints]
 
 
 def udp_socket(

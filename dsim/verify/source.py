@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..pattern import DEFAULT_NOMINAL_SAMPLE_RATE
+from ..signals import DEFAULT_NOMINAL_SAMPLE_RATE, Resolved, parse, render
 from .expect import CounterPattern, Pattern, WindowPattern
 
 #: Seconds allowed for connecting to dsim and for each katcp request.
@@ -45,7 +45,7 @@ class ExpectedSignal:
     tones: list[list[float]] = field(default_factory=list)
 
 
-def _tone_frequencies(resolved: Any) -> list[list[float]]:
+def _tone_frequencies(resolved: Resolved) -> list[list[float]]:
     """Per output, the frequencies (Hz) of the tones ``resolved.tones()`` lists (for a plot)."""
     return [[frequency for frequency, _ in output] for output in resolved.tones()]
 
@@ -61,12 +61,6 @@ def expected_signal(
 
     Raises :exc:`ConfigError` (one line) for a bad spec or missing inputs.
     """
-    try:
-        from ..signals import parse, render
-    except ImportError:
-        raise ConfigError(
-            "checking a signal needs dsim.signals, which this installation lacks"
-        ) from None
     program = parse(spec)
     if program.is_counter:
         return ExpectedSignal(CounterPattern())
@@ -85,8 +79,7 @@ def expected_signal(
             "the seeds dsim shows in its `signals` sensor, or read it with --katcp"
         )
     window = render(resolved, sample_bits, dither_seed)
-    canonical = getattr(resolved, "canonical", spec)
-    description = f"{canonical} (period {period}, dither seed {dither_seed})"
+    description = f"{resolved.canonical} (period {period}, dither seed {dither_seed})"
     pattern = WindowPattern(window, period, sample_bits, description)
     return ExpectedSignal(pattern, _tone_frequencies(resolved))
 

@@ -16,6 +16,7 @@ import functools
 import time
 from collections.abc import Sequence
 
+from dsim.address import Endpoint
 from dsim.clock import Clock
 from dsim.engine import (
     DEFAULT_BATCH_BYTES,
@@ -33,7 +34,6 @@ from dsim.transport import (
     DEFAULT_MAX_PACKET_SIZE,
     MAX_PACKET_SIZE,
     MIN_PACKET_SIZE,
-    Endpoint,
     TransportConfig,
     TransportKind,
     spead2_uses_gso,
