@@ -21,9 +21,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def integer(text: str) -> int:
     """A whole number: decimal digits, or hexadecimal with ``0x`` (any size; no ``1_0``)."""
-    if not _INTEGER.fullmatch(text.strip()):
+    body = text.strip()
+    if not _INTEGER.fullmatch(body):
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}")
-    return int(text.strip(), 0)
+    return int(body, 16 if "x" in body.lower() else 10)  # "010" is ten, as a person means
 
 
 def number(text: str) -> float:

@@ -121,8 +121,8 @@ class Engine:
     ADC clock. Descriptors go out as heaps of their own (odd heap ids; data
     heaps have even ones) when a capture starts, after a heap-size change and
     every `descriptor_interval` seconds (0: never periodically). Captures end
-    with end-of-stream heaps if `end_of_stream` (default: the format's own
-    default; never for meerkat, whose receivers stop for good on one).
+    with end-of-stream heaps if `end_of_stream` (default: the format's own:
+    yes for tutorial, no for meerkat, whose receivers stop for good on one).
     """
 
     def __init__(

@@ -378,6 +378,8 @@ class MeerkatFormat(WireFormat):
         repeat_pointers: bool,
     ) -> spead2.send.Heap:
         heap = spead2.send.Heap(FLAVOUR)
+        # Always, whatever the packet plan asks: a MeerKAT F-engine takes each packet's
+        # timestamp and digitiser id from that packet, as the real digitiser sends them.
         heap.repeat_pointers = True
         _add(heap, TIMESTAMP_ID, timestamp, True)
         _add(heap, DIGITISER_ID_ID, self._ids[pol], True)

@@ -113,7 +113,8 @@ def make_plan(
     else:
         paced_rate = 0.0
     # At least two timestamps a batch: with one 1 MiB heap per batch the per-batch cost
-    # showed (two measured 1.10x of one, unpaced, GSO build).
+    # showed (two measured 1.10x of one, unpaced, GSO build). Paced streams put at most
+    # PACED_BATCH of samples in a batch, even if that is one heap: pacing comes first.
     steps = max(2, min(MAX_BATCH_STEPS, round(batch_bytes / (heap_size * fmt.n_pols))))
     if paced_rate:
         steps = min(steps, max(1, int(paced_rate * PACED_BATCH / heap_samples)))

@@ -212,3 +212,21 @@ async def test_the_katcp_address_is_announced_at_any_log_level(
     assert dsim.log[-1].startswith("dsim: katcp server listening on 127.0.0.1:")
     await dsim.katcpcmd("halt")
     assert await dsim.finish() == 0
+
+
+def test_integers_read_as_a_person_means_them() -> None:
+    import argparse
+
+    from dsim.cliutil import integer
+
+    assert [integer(t) for t in ("10", "010", " 7 ", "-3", "0x10", "0X1f")] == [
+        10,
+        10,
+        7,
+        -3,
+        16,
+        31,
+    ]
+    for bad in ("1_0", "+", "1e3", "٣", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="not an integer"):
+            integer(bad)
