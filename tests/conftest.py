@@ -110,4 +110,4 @@ async def dsim_processes() -> AsyncIterator[Callable[..., object]]:
     yield start
     for process in made:
         process.kill()
-        await process.process.wait()
+        await process.finish()

@@ -198,6 +198,13 @@ class DsimProcess:
         self.process = process
         self.port = port
         self.log = log
+        # Keep reading the log, so that a chatty dsim never blocks on a full pipe.
+        self._reader = asyncio.create_task(self._read_log())
+
+    async def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.log.append(line.decode())
 
     @classmethod
     async def start(cls, *args: str) -> DsimProcess:
@@ -212,21 +219,25 @@ class DsimProcess:
         )
         assert process.stderr is not None
         log: list[str] = []
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                line = (await process.stderr.readline()).decode()
-                assert line, f"dsim exited early: {log}"
-                log.append(line)
-                if address := katcp_address_from_log(line):
-                    break
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    line = (await process.stderr.readline()).decode()
+                    assert line, f"dsim exited early: {log}"
+                    log.append(line)
+                    if address := katcp_address_from_log(line):
+                        break
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            raise
         return cls(process, address[1], log)
 
     async def finish(self, timeout: float = TIMEOUT) -> int:
         """Wait for the process to exit; returns its status (the log is complete then)."""
-        assert self.process.stderr is not None
         async with asyncio.timeout(timeout):
-            rest = await self.process.stderr.read()
-            self.log += rest.decode().splitlines(keepends=True)
+            await self._reader
             return await self.process.wait()
 
     async def katcpcmd(self, *args: str) -> str:

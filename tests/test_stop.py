@@ -131,6 +131,7 @@ async def test_a_signal_being_rendered_does_not_hold_up_a_stop(
     # A quarter of a billion samples of noise per polarisation: seconds of work.
     request = asyncio.create_task(dsim.katcpcmd("signals", "wgn(0.1); wgn(0.1);", str(1 << 28)))
     await asyncio.sleep(0.5)
+    assert not request.done()  # still rendering: the stop below interrupts it
     start = time.monotonic()
     dsim.process.send_signal(signal.SIGTERM)
     assert await dsim.finish() == 0
@@ -182,6 +183,7 @@ async def test_a_halt_during_a_full_window_fft_exits_at_once(
         dsim.katcpcmd("signals", "delay(wgn(0.1, 1), 0.5); 0;", str(1 << 26))
     )
     await asyncio.sleep(1.0)  # well into the FFT (about 4 s here)
+    assert not request.done()
     start = time.monotonic()
     dsim.process.send_signal(signal.SIGTERM)
     assert await dsim.finish() == 0
