@@ -149,15 +149,28 @@ async def test_constant_sensors(sim: Simulator, sink: Sink) -> None:
     assert int(await sim.sensor("dither-seed")) >= 0
 
 
-async def test_device_status_follows_sensor_statuses(sim: Simulator) -> None:
-    assert sim.server is not None
-    errors = sim.server.sensors["send-errors"]
-    errors.set_value(3, aiokatcp.Sensor.Status.WARN)
-    assert await raw_sensor(sim, "device-status") == b"degraded"
-    errors.set_value(3, aiokatcp.Sensor.Status.NOMINAL)
+async def test_device_status_follows_the_engine(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's state, as the server maps it: send errors make the device degraded
+    (for SEND_ERROR_HOLD after the last one), a failed capture makes it fail."""
+    from dsim import server as server_module
+
+    assert sim.server is not None and sim.engine is not None
     assert await raw_sensor(sim, "device-status") == b"ok"
-    sim.server.sensors["capture-active"].set_value(False, aiokatcp.Sensor.Status.ERROR)
+    sim.engine._sender.send_errors += 3
+    sim.server.update_sensors()
+    assert await raw_sensor(sim, "send-errors") == b"3"
+    assert await raw_sensor(sim, "device-status") == b"degraded"
+    monkeypatch.setattr(server_module, "SEND_ERROR_HOLD", 0.0)  # the hold has passed
+    sim.server.update_sensors()
+    assert await raw_sensor(sim, "device-status") == b"ok"
+    sim.engine.failure = RuntimeError("injected")
+    sim.server.update_sensors()
     assert await raw_sensor(sim, "device-status") == b"fail"
+    sim.engine.failure = None
+    sim.server.update_sensors()
+    assert await raw_sensor(sim, "device-status") == b"ok"
 
 
 # --------------------------------------------------------------------------- raw lines
