@@ -29,7 +29,7 @@ from .engine import (
     SignalSettings,
 )
 from .errors import ConfigError
-from .layout import FORMATS, WireFormat, make_format
+from .layout import WireFormat, make_format
 from .spead import DEFAULT_DATA_PORT, DEFAULT_KATCP_PORT
 from .transport import (
     DEFAULT_MAX_PACKET_SIZE,
@@ -78,6 +78,8 @@ class Settings:
     log_level: str = "INFO"
     #: The endpoints of each DEST, filled in by :meth:`resolve`.
     _groups: list[list[Endpoint]] = field(default_factory=list, init=False, repr=False)
+    #: The destinations `_groups` was resolved from (each name is looked up once).
+    _resolved: tuple[str, ...] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_options(cls, **options: Any) -> Settings:
@@ -96,7 +98,9 @@ class Settings:
             raise ConfigError("destinations must be a list of host:port strings")
         if not self.destinations:
             raise ConfigError("at least one destination is needed")
-        self._groups = [parse_destination(text) for text in self.destinations]
+        if self._resolved != tuple(self.destinations):
+            self._groups = [parse_destination(text) for text in self.destinations]
+            self._resolved = tuple(self.destinations)
         if not self.katcp_host:
             raise ConfigError(
                 "katcp host is empty: give an address to listen on (0.0.0.0 for every "
@@ -109,11 +113,8 @@ class Settings:
             raise ConfigError(f"katcp port must be 0-65535, not {self.katcp_port}")
         if self.prometheus_port is not None and not 0 <= self.prometheus_port <= 65535:
             raise ConfigError(f"Prometheus port must be 0-65535, not {self.prometheus_port}")
-        if self.format not in FORMATS:
-            raise ConfigError(f"unknown format {self.format!r} ({' or '.join(FORMATS)})")
         if self.format == "meerkat" and self.packet_size is not None:
             raise ConfigError("the meerkat format sends one packet per heap: drop --packet-size")
-        check_finite(self.rate, "rate", non_negative=True)
         check_finite(self.descriptor_interval, "descriptor interval", non_negative=True)
         if self.adc_sample_rate is not None:
             if self.rate:

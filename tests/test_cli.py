@@ -51,7 +51,7 @@ BAD_COMMAND_LINES = [
     (["--heap-size", "banana"], "argument --heap-size: not an integer: 'banana'"),
     (["--heap-size", "1_0"], "argument --heap-size: not an integer: '1_0'"),
     (["--heap-size", "0"], "heap size must be positive, not 0"),
-    (["--rate", "-5"], "rate must be >= 0"),
+    (["--rate", "-5"], "rate must be a finite number >= 0"),
     (["--rate", "inf"], "argument --rate: must be a finite number, not 'inf'"),
     (["--adc-sample-rate", "inf"], "argument --adc-sample-rate: must be a finite number"),
     (["--adc-sample-rate=-1e6"], "ADC sample rate must be positive"),
