@@ -682,8 +682,12 @@ class Engine:
                     steps = min(steps, remaining)
                 if change is not None and change.timestamp is not None:
                     steps = min(steps, -(-(change.timestamp - t) // plan.heap_samples))
-                if pacer is not None and not await self._sleep_until(pacer.due(t) - RELEASE_LEAD):
-                    break
+                if pacer is not None:
+                    due = pacer.due(t) - RELEASE_LEAD
+                    if not await self._sleep_until(due):
+                        break
+                    if time.time() < due:  # woken early by a change: apply it, then wait on
+                        continue
                 yielded = False
                 while sender.full:
                     await sender.retire()

@@ -256,3 +256,16 @@ async def test_a_scheduled_switch_that_fails_is_reported_and_the_stream_goes_on(
     (received,) = await drain(engine)
     assert len(received.heaps) == 400
     check_counter(received.heaps)
+
+
+async def test_changes_during_a_paced_capture_keep_its_pace(engines: Factory) -> None:
+    """A change wakes the paced loop to apply it; it must not release the next batch
+    early (it did: each ?heap-size sent one more heap at once, whatever the rate)."""
+    engine = engines(inproc_transport(rate=9000.0), 8192)  # about one heap a second
+    engine.start()
+    await asyncio.sleep(0.2)  # the first heap is out; the next is due in a second
+    for size in (4096, 8192, 4096, 8192):
+        await engine.set_heap_size(size)
+    await engine.set_signals("cw(0.1, 1e6);", 1 << 16)
+    sent = await engine.stop()
+    assert sent <= 2, f"{sent} heaps in well under two seconds at one heap a second"
