@@ -179,7 +179,7 @@ class Engine:
         self._sender = Sender(transport, self.format, clock, batches)
         self._sender.open_for(self._plan)
         self._next_timestamp = 0
-        self._steady_state = 0
+        self._installed_at = 0  # where the last change took effect
         # Capture state
         self._stop_requested = False
         self._wake: asyncio.Event | None = None
@@ -311,8 +311,13 @@ class Engine:
 
     @property
     def steady_state_timestamp(self) -> int:
-        """Every heap at or after this timestamp reflects every change requested so far."""
-        return self._steady_state
+        """Every heap at or after this timestamp reflects every change requested so far:
+        where the last change took effect, or the switch still scheduled (a replaced or
+        abandoned one no longer counts)."""
+        change = self._pending
+        if change is not None and change.timestamp is not None:
+            return max(self._installed_at, change.timestamp)
+        return self._installed_at
 
     def statistics(self) -> Statistics:
         return Statistics(
@@ -376,8 +381,6 @@ class Engine:
         self._pending_due(first)
         first = self._aligned(first)
         self._next_timestamp = first
-        if self._pending is None:
-            self._steady_state = max(self._steady_state, first)
         self.failure = None
         self._stop_requested = False
         self._wake = asyncio.Event()
@@ -566,7 +569,6 @@ class Engine:
             if timestamp is not None:
                 # The reply does not wait for the stream to get there.
                 change.detached = True
-                self._steady_state = max(self._steady_state, timestamp)
                 return timestamp
             if self._wake is not None:
                 self._wake.set()
@@ -608,7 +610,7 @@ class Engine:
             self._spare = None
         first = self._aligned(max(self._next_timestamp, change.timestamp or 0))
         self._next_timestamp = first
-        self._steady_state = max(self._steady_state, first)
+        self._installed_at = first
         if not change.future.done():
             change.future.set_result(first)
         logger.info(

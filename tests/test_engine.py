@@ -269,3 +269,30 @@ async def test_changes_during_a_paced_capture_keep_its_pace(engines: Factory) ->
     await engine.set_signals("cw(0.1, 1e6);", 1 << 16)
     sent = await engine.stop()
     assert sent <= 2, f"{sent} heaps in well under two seconds at one heap a second"
+
+
+async def test_steady_state_forgets_a_replaced_switch(engines: Factory) -> None:
+    """A scheduled switch replaced by an immediate one no longer holds the sensor far
+    ahead: steady state is where the replacement took effect."""
+    engine = engines(inproc_transport(rate=8192 * 200), 8192)  # 200 heaps/s
+    engine.start()
+    far = 10_000 * 8192
+    assert await engine.set_signals("cw(0.1, 1e6);", 1 << 16, far) == far
+    assert engine.steady_state_timestamp == far
+    now = await engine.set_signals("cw(0.2, 1e6);", 1 << 16)
+    assert now < far and engine.steady_state_timestamp == now
+    await engine.stop()
+
+
+async def test_steady_state_after_a_capture_stopped_before_its_start(engines: Factory) -> None:
+    import time
+
+    from dsim.clock import Clock
+
+    clock = Clock(1e6, time.time(), 8192)
+    engine = engines(inproc_transport(), 8192, clock=clock)
+    far = 10**14  # three years on
+    assert engine.start(None, far) == far
+    await engine.stop()
+    first = await engine.set_signals("cw(0.1, 1e5);", 1 << 16)
+    assert first < far and engine.steady_state_timestamp == first
