@@ -60,6 +60,7 @@ class _InFlight:
     payload_bytes: int
     end_timestamp: int  #: timestamp just after the batch's last sample
     plan: Plan  #: keeps the heaps and their memory alive until sent
+    capture: int  #: which capture sent it (a failed one's batches may finish later)
 
 
 class Sender:
@@ -87,6 +88,7 @@ class Sender:
         self.heaps = 0
         self.bytes = 0
         self.capture_heaps = 0
+        self._capture = 0
         self.send_errors = 0
         self.meter = RateMeter()
         #: Real time: wall time when the last batch was sent, less the time of its
@@ -152,7 +154,11 @@ class Sender:
         future = stream.async_send_heaps(
             plan.ring.batch(position, steps), spead2.send.GroupMode.SERIAL
         )
-        self._inflight.append(_InFlight(future, heaps, heaps * plan.heap_size, end_timestamp, plan))
+        batch = _InFlight(future, heaps, heaps * plan.heap_size, end_timestamp, plan, self._capture)
+        # Counted as soon as spead2 has sent it (one callback a batch), not when the loop
+        # next waits for it: at low rates that can be minutes later.
+        future.add_done_callback(lambda _: self._account(batch))
+        self._inflight.append(batch)
         self._data_submitted += heaps
 
     async def send_descriptors(self, plan: Plan) -> None:
@@ -187,22 +193,33 @@ class Sender:
     # ------------------------------------------------------------- accounting
 
     def start_capture(self) -> None:
+        self._capture += 1
         self.capture_heaps = 0
         self.meter.reset()
         self.meter.record(self.bytes)
 
     async def retire(self) -> None:
-        """Wait for the oldest batch in flight and account for it."""
+        """Wait for the oldest batch in flight (its callback has counted it)."""
         batch = self._inflight[0]
-        ok = await self._settle(batch.future)
+        await asyncio.wait([batch.future])
         self._inflight.popleft()
-        if ok:
-            self.heaps += batch.heaps
+
+    def _account(self, batch: _InFlight) -> None:
+        """Count a batch spead2 has finished with: sent, or a failed send."""
+        if batch.future.cancelled():
+            return
+        exc = batch.future.exception()
+        if exc is not None:
+            self.send_errors += 1
+            self._log_send_error(exc)
+            return
+        self.heaps += batch.heaps
+        if batch.capture == self._capture:
             self.capture_heaps += batch.heaps
-            self.bytes += batch.payload_bytes
-            self.meter.record(self.bytes)
-            if self.clock is not None:
-                self.time_error = time.time() - self.clock.time_of(batch.end_timestamp)
+        self.bytes += batch.payload_bytes
+        self.meter.record(self.bytes)
+        if self.clock is not None:
+            self.time_error = time.time() - self.clock.time_of(batch.end_timestamp)
 
     async def drain(self) -> None:
         """Wait for everything in flight (a bounded wait: the engine keeps little queued)."""

@@ -296,3 +296,32 @@ async def test_steady_state_after_a_capture_stopped_before_its_start(engines: Fa
     await engine.stop()
     first = await engine.set_signals("cw(0.1, 1e5);", 1 << 16)
     assert first < far and engine.steady_state_timestamp == first
+
+
+async def test_heaps_are_counted_when_sent_at_any_rate(engines: Factory) -> None:
+    """At a heap a second the batches in flight take minutes to fill up: the counters
+    (sensors, metrics) must not wait for that."""
+    engine = engines(inproc_transport(rate=9000.0), 8192)
+    engine.start()
+    await asyncio.sleep(0.3)
+    stats = engine.statistics()
+    assert (stats.heaps, stats.bytes, stats.capture_heaps) == (1, 8192, 1)
+    assert await engine.stop() == 1
+
+
+async def test_time_error_is_taken_when_a_batch_is_sent(engines: Factory) -> None:
+    """dsim_time_error_s: wall time as spead2 finishes a batch, less its last sample's
+    time. Heaps of 82 ms released just before their first sample is due are sent some
+    80 ms before their last; measured late (as the in-flight queue fills) it read
+    hundreds of ms after."""
+    import time
+
+    from dsim.clock import Clock
+
+    clock = Clock(1e5, time.time(), 8192)
+    engine = engines(inproc_transport(), 8192, clock=clock)
+    engine.start()
+    await asyncio.sleep(0.6)
+    assert engine.statistics().heaps >= 3
+    assert -0.09 < engine.time_error < -0.04
+    await engine.stop()
