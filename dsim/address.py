@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from .errors import ConfigError
 from .spead import DEFAULT_DATA_PORT
 
+#: ADDRESS+N: at most this N (MeerKAT writes +7 or +15; each address costs ring memory,
+#: and a receiver joins at most a few hundred groups).
+MAX_FANOUT = 255
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -67,6 +71,10 @@ def parse_destination(
                 f"destination {text!r}: ADDRESS+N needs a numeric IPv4 address, not {base!r}"
             ) from None
         extra = int(count_text)
+        if extra > MAX_FANOUT:
+            raise ConfigError(
+                f"destination {text!r}: at most {MAX_FANOUT + 1} addresses (ADDRESS+{MAX_FANOUT})"
+            )
         if int(first) + extra > int(ipaddress.IPv4Address("255.255.255.255")):
             raise ConfigError(f"destination {text!r} runs past the last IPv4 address")
         last = first + extra
@@ -87,6 +95,8 @@ def resolve_interface(address: str) -> str:
     Checked by binding a socket to it, so that a typo is one clear line here
     rather than an error from deep inside spead2 later.
     """
+    if not address.strip():
+        raise ConfigError("interface is empty: give the IPv4 address of the NIC to use")
     try:
         numeric = str(ipaddress.IPv4Address(address))
     except ValueError:

@@ -39,9 +39,14 @@ def number(text: str) -> float:
 
 
 def bounded(
-    kind: Callable[[str], _N], *, positive: bool = False, non_negative: bool = False
+    kind: Callable[[str], _N],
+    *,
+    positive: bool = False,
+    non_negative: bool = False,
+    at_most: _N | None = None,
 ) -> Callable[[str], _N]:
-    """`kind` (:func:`integer` or :func:`number`), positive or non-negative as asked."""
+    """`kind` (:func:`integer` or :func:`number`), positive or non-negative, and no more
+    than `at_most`, as asked."""
 
     def convert(text: str) -> _N:
         value = kind(text)
@@ -49,6 +54,8 @@ def bounded(
             raise argparse.ArgumentTypeError(f"must be positive, not {text}")
         if non_negative and not value >= 0:
             raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+        if at_most is not None and value > at_most:
+            raise argparse.ArgumentTypeError(f"must be at most {at_most}, not {text}")
         return value
 
     convert.__name__ = kind.__name__  # argparse names the converter in its messages

@@ -9,10 +9,11 @@ against it; both use this one class.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .spead import TIMESTAMP_MODULUS
+from .spead import MAX_TIMESTAMP, TIMESTAMP_MODULUS
 
 #: Real-time captures start at a multiple of this many samples by default (the
 #: chunk size correlator receivers gather heaps into).
@@ -50,6 +51,13 @@ class Clock:
         if isinstance(self.align_samples, bool) or self.align_samples <= 0:
             raise ConfigError(
                 f"alignment must be a positive sample count, not {self.align_samples}"
+            )
+        now = self.timestamp_at(time.time())
+        if now > MAX_TIMESTAMP:
+            raise ConfigError(
+                f"at {self.adc_sample_rate:g} samples/s from sync time {self.sync_time:g} the "
+                f"ADC clock is at timestamp {now:.3g} now, past 2**62: check the ADC sample "
+                "rate and sync time"
             )
 
     def check_heap_samples(self, heap_samples: int) -> None:

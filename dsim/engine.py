@@ -51,7 +51,7 @@ from .plan import DEFAULT_BATCH_BYTES, DEFAULT_BATCHES, Plan, make_plan, reuse_p
 from .ring import check_ring_size
 from .sender import Sender
 from .signals import Program, Window, parse
-from .spead import TIMESTAMP_MODULUS
+from .spead import MAX_TIMESTAMP, TIMESTAMP_MODULUS
 from .stats import Statistics
 from .transport import TransportConfig, TransportKind, spead2_uses_gso
 
@@ -802,11 +802,10 @@ def _program(spec: str | Program) -> Program:
 
 
 #: Timestamps are kept as 64-bit integers (48 bits go on the wire).
-MAX_TIMESTAMP = (1 << 63) - 1
 
 
 def _check_timestamp(timestamp: object, error: type[DsimError]) -> None:
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
         raise error(f"timestamp must be a non-negative integer, not {timestamp!r}")
     if timestamp > MAX_TIMESTAMP:
-        raise error(f"timestamp {timestamp} is too large (at most 2**63 - 1)")
+        raise error(f"timestamp {timestamp} is too large (at most 2**62)")

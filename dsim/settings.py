@@ -14,6 +14,8 @@ import os
 import secrets
 import threading
 import time
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -80,6 +82,16 @@ class Settings:
     _groups: list[list[Endpoint]] = field(default_factory=list, init=False, repr=False)
     #: The destinations `_groups` was resolved from (each name is looked up once).
     _resolved: tuple[str, ...] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse a value of the wrong type, in words (the API takes any keyword value)."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            if f.name.startswith("_"):
+                continue
+            value = getattr(self, f.name)
+            if not _has_type(value, hints[f.name]):
+                raise ConfigError(f"{f.name} must be {_describe(hints[f.name])}, not {value!r}")
 
     @classmethod
     def from_options(cls, **options: Any) -> Settings:
@@ -195,6 +207,33 @@ class Settings:
     def destinations_text(self) -> str:
         """The destinations as given, for the ``destinations`` sensor."""
         return ",".join(self.destinations)
+
+
+def _has_type(value: object, hint: Any) -> bool:
+    """Whether `value` fits a field's type: ``int`` takes no bool, ``float`` takes an int."""
+    if isinstance(hint, types.UnionType):
+        return any(_has_type(value, arm) for arm in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) is Sequence:  # destinations: a list of strings
+        return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+    return True  # pragma: no cover - every field's type is one of the above
+
+
+def _describe(hint: Any) -> str:
+    names = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+    if isinstance(hint, types.UnionType):
+        arms = [arm for arm in typing.get_args(hint) if arm is not type(None)]
+        return " or ".join(_describe(arm) for arm in arms) + " (or None)"
+    return names.get(hint, "a list of strings")
 
 
 def _check_katcp_host(host: str) -> None:

@@ -26,6 +26,7 @@ import aiokatcp
 from .background import in_thread
 from .engine import Engine
 from .errors import DsimError, TransportError
+from .metrics import Metrics
 from .server import DeviceServer
 from .settings import Settings
 from .signals import RenderCancelled
@@ -56,7 +57,8 @@ class Simulator:
         self.engine: Engine | None = None
         self.server: DeviceServer | None = None
         self._client: aiokatcp.Client | None = None
-        self._metrics: Any = None
+        self._metrics: Metrics | None = None
+        self._started = False
         #: Set by :meth:`halt`: stops a start-up still building the engine.
         self._cancel = threading.Event()
         self._halted = asyncio.Event()
@@ -64,7 +66,13 @@ class Simulator:
     # ----------------------------------------------------------- life cycle
 
     async def start(self, *, connect_client: bool = True) -> None:
-        """Build and start everything; raises ConfigError or :exc:`StartupError`."""
+        """Build and start everything; raises ConfigError or :exc:`StartupError`.
+
+        A Simulator runs once: start a new one to run again.
+        """
+        if self._started:
+            raise DsimError("this Simulator has been started already: make a new one")
+        self._started = True
         settings = self.settings
         settings.check()
         # Rendering a start-up signal can take seconds: keep the event loop free, and
@@ -102,8 +110,6 @@ class Simulator:
             ) from None
         self.server = server
         if settings.prometheus_port is not None:
-            from .metrics import Metrics
-
             try:
                 self._metrics = Metrics(engine, settings.katcp_host, settings.prometheus_port)
             except OSError as exc:
@@ -177,7 +183,8 @@ class Simulator:
     @property
     def katcp_address(self) -> tuple[str, int]:
         """Host and port of the katcp server."""
-        assert self.server is not None, "not started"
+        if self.server is None or not self.server.sockets:
+            raise DsimError("the simulator is not running")
         host, port = self.server.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
@@ -189,7 +196,8 @@ class Simulator:
     @property
     def client(self) -> aiokatcp.Client:
         """A connected katcp client of this simulator."""
-        assert self._client is not None, "not started (or started without a client)"
+        if self._client is None:
+            raise DsimError("the simulator is not running (or was started without a client)")
         return self._client
 
     async def request(self, name: str, *args: Any) -> list[bytes]:
@@ -228,7 +236,8 @@ class Simulator:
 
     @property
     def heap_size(self) -> int:
-        assert self.engine is not None, "not started"
+        if self.engine is None:
+            raise DsimError("the simulator is not running")
         return self.engine.heap_size
 
     async def sensor(self, name: str) -> Any:

@@ -22,6 +22,10 @@ FLAVOUR = spead2.Flavour(4, 64, 48, 0)
 IMMEDIATE_BITS = FLAVOUR.heap_address_bits
 #: Timestamps on the wire are taken modulo this (2**48).
 TIMESTAMP_MODULUS = 1 << IMMEDIATE_BITS
+#: The largest timestamp dsim starts or switches at (or whose ADC clock it runs): at
+#: 1712e6 samples/s that is still 85 years short of 2**63, where the signed 64-bit sample
+#: counts of numpy and of receivers overflow.
+MAX_TIMESTAMP = 1 << 62
 
 TIMESTAMP_ID = 0x1600
 DIGITISER_ID_ID = 0x3101

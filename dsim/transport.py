@@ -28,6 +28,8 @@ from .spead import DEFAULT_DATA_PORT
 
 #: UDP payload that fits a 9000-byte jumbo frame after the IP and UDP headers.
 DEFAULT_MAX_PACKET_SIZE = 8972
+#: Largest socket buffer or ibverbs send ring (the kernel's socket option is an int).
+MAX_BUFFER_SIZE = (1 << 31) - 1
 #: Largest UDP payload over IPv4.
 MAX_PACKET_SIZE = 65507
 #: Smallest packet that holds a SPEAD header, a few item pointers and payload.
@@ -95,8 +97,10 @@ class TransportConfig:
             )
         if not 0 <= self.ttl <= 255:
             raise ConfigError(f"TTL must be 0-255, not {self.ttl}")
-        if self.buffer_size is not None and self.buffer_size <= 0:
-            raise ConfigError(f"buffer size must be positive, not {self.buffer_size}")
+        if self.buffer_size is not None and not 0 < self.buffer_size <= MAX_BUFFER_SIZE:
+            raise ConfigError(
+                f"buffer size must be 1 to {MAX_BUFFER_SIZE} bytes, not {self.buffer_size}"
+            )
         if self.send_core is not None and self.send_core not in _usable_cores():
             raise ConfigError(
                 f"CPU core {self.send_core} is not available (usable: {_format_cores()})"

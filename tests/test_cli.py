@@ -99,6 +99,14 @@ BAD_COMMAND_LINES = [
     (["--period", str(1 << 28)], "exceeds the maximum period"),
     (["--dither-seed=-1"], "dither seed must be a non-negative integer"),
     (["--prometheus-port", "70000"], "Prometheus port must be 0-65535"),
+    (["--buffer-size", "999999999999999999999"], "buffer size must be 1 to 2147483647"),
+    (["--interface", ""], "interface is empty"),
+    (["239.1.1.1+999:7148"], "at most 256 addresses"),
+    (["--adc-sample-rate", "1e300"], "past 2**62"),
+    (
+        ["--signals", "cw(0.5, 1e5);", "--nominal-sample-rate", "1e-300"],
+        "above Nyquist",
+    ),
 ]
 
 

@@ -325,3 +325,16 @@ async def test_time_error_is_taken_when_a_batch_is_sent(engines: Factory) -> Non
     assert engine.statistics().heaps >= 3
     assert -0.09 < engine.time_error < -0.04
     await engine.stop()
+
+
+async def test_timestamps_beyond_2_to_the_62_are_refused(engines: Factory) -> None:
+    """Numpy's and receivers' signed 64-bit sample counts overflow at 2**63; dsim stops
+    85 years (at L-band) short of it, for captures and switches alike."""
+    engine = engines(inproc_transport(), 8192)
+    too_far = (1 << 62) + 8192
+    with pytest.raises(CaptureError, match=r"too large \(at most 2\*\*62\)"):
+        engine.start(1, too_far)
+    with pytest.raises(ConfigError, match=r"too large \(at most 2\*\*62\)"):
+        await engine.set_signals("cw(0.1, 1e6);", 1 << 16, too_far)
+    assert engine.start(1, 1 << 62) == 1 << 62  # the limit itself is fine
+    assert await engine.wait_capture() == 1

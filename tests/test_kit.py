@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,40 @@ async def test_the_metrics_port_in_use_is_a_clear_start_up_failure(sink: Sink) -
         with pytest.raises(StartupError, match=f"Prometheus metrics on port {port}"):
             async with Simulator(destinations=[sink.dest], prometheus_port=port):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"signals": 123}, "signals must be a string"),
+        ({"align_samples": 8192.0}, "align_samples must be an integer"),
+        ({"end_of_stream": "no"}, "end_of_stream must be True or False"),
+        ({"rate": "1e6"}, "rate must be a number"),
+        ({"katcp_port": True}, "katcp_port must be an integer"),
+        ({"destinations": "127.0.0.1:7148"}, "destinations must be a list of strings"),
+        ({"heap_sise": 4096}, "unknown option"),
+    ],
+)
+def test_api_keywords_of_the_wrong_type_are_refused_in_words(
+    options: dict[str, Any], message: str
+) -> None:
+    from dsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        Simulator(**options)
+
+
+async def test_a_simulator_runs_once(sink: Sink) -> None:
+    from dsim.errors import DsimError
+
+    sim = Simulator(destinations=[sink.dest], rate=TEST_RATE)
+    async with sim:
+        with pytest.raises(DsimError, match="started already"):
+            await sim.start()
+    with pytest.raises(DsimError, match="not running"):
+        _ = sim.katcp_address
+    with pytest.raises(DsimError, match="not running"):
+        await sim.capture_start()
+    with pytest.raises(DsimError, match="started already"):
+        async with sim:
+            pass

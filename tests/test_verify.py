@@ -448,6 +448,8 @@ def test_cli_port_taken_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) 
         (["7148", "--multicast", "10.0.0.1"], "not a multicast group"),
         (["7148", "--multicast", "239.1.2.3+x"], "ADDRESS+N with a whole N"),
         (["+80"], "bad port"),
+        (["7148", "--buffer", "999999999999999999999"], "must be at most 2147483647"),
+        (["7148", "--multicast", "239.1.1.1+99999999999"], "at most 256 addresses"),
         (["7148", "--sync-time", "5"], "--sync-time needs --adc-sample-rate"),
         (["7148", "--period", "5"], "--period and --dither-seed describe a --signals"),
         (["7148", "--signals", "cw(1,2);", "--katcp", "h:1"], "either with --signals or"),

@@ -146,7 +146,10 @@ class _Resolver:
         return cycles * self.fs / self.period
 
     def cycles(self, frequency: float) -> int:
-        return round(frequency * self.period / self.fs)
+        exact = frequency * self.period / self.fs
+        if not math.isfinite(exact):  # a tiny sample rate: past Nyquist, as the checks say
+            return int(math.copysign(self.period + 1, exact))
+        return round(exact)
 
     def check_tone(self, node: Node, what: str, frequency: float, cycles: int) -> None:
         nyquist = self.fs / 2

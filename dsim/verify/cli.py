@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..spead import DEFAULT_DATA_PORT
 from . import plot
 from .expect import UncheckedPattern
-from .receiver import DEFAULT_BUFFER, Verifier, VerifyConfig, multicast_groups
+from .receiver import DEFAULT_BUFFER, MAX_BUFFER, Verifier, VerifyConfig, multicast_groups
 from .report import Report, summary
 from .source import ExpectedSignal, SignalSource, expected_signal, read_sensors
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--buffer",
-        type=bounded(integer, positive=True),
+        type=bounded(integer, positive=True, at_most=MAX_BUFFER),
         default=DEFAULT_BUFFER,
         metavar="BYTES",
         help="socket receive buffer (default %(default)s)",

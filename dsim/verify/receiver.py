@@ -37,6 +37,8 @@ from .report import Report
 
 #: Default socket receive buffer.
 DEFAULT_BUFFER = 64 * 1024 * 1024
+#: Largest receive buffer (the kernel's SO_RCVBUF option is an int).
+MAX_BUFFER = (1 << 31) - 1
 #: Linux SO_RCVBUFFORCE (not exported by Python's socket module).
 SO_RCVBUFFORCE = 33
 #: Linux IP_MULTICAST_ALL: 0 = deliver only the groups this socket joined.
