@@ -11,6 +11,7 @@ well in a telnet session.
 import asyncio
 import inspect
 import logging
+import math
 import re
 import time
 from collections import Counter
@@ -32,6 +33,8 @@ SENSOR_PERIOD = 0.5
 AUTO_MIN_PERIOD = 0.5
 #: ... and at least this often while they change.
 AUTO_MAX_PERIOD = 10.0
+#: ?sensor-sampling periods shorter than this (seconds) are refused.
+MIN_SAMPLING_PERIOD = 0.01
 #: send-errors stays in `warn` (device-status `degraded`) this long after an error.
 SEND_ERROR_HOLD = 10.0
 _DIGITS = re.compile(r"[0-9]+")
@@ -94,6 +97,15 @@ def plain_help(func: _F) -> _F:
     summary, _, body = inspect.cleandoc(func.__doc__ or "").partition("\n")
     func.__doc__ = summary + ("\n" + " ".join(body.split()) if body.strip() else "")
     return func
+
+
+def _float(text: bytes) -> float | None:
+    """A finite number, or None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _update(sensor: Sensor, value: Any, status: Sensor.Status = Sensor.Status.NOMINAL) -> None:
@@ -332,6 +344,36 @@ class DeviceServer(aiokatcp.DeviceServer):
         _update(self._signals_orig, engine.signal.original)
         _update(self._period, engine.period)
         _update(self._steady, engine.steady_state_timestamp)
+
+    @plain_help
+    async def request_sensor_sampling(
+        self,
+        ctx: aiokatcp.RequestContext,
+        name: str,
+        strategy: SensorSampler.Strategy | None = None,
+        *args: bytes,
+    ) -> tuple:
+        """Query or set how a sensor is reported (none, auto, period, event, differential,
+        event-rate).
+
+        As in katcp, with one limit: periods must be finite and at least 0.01 s
+        (a period of nan or 1e-9 would flood the connection and starve the
+        stream's event loop).
+        """
+        periods = {SensorSampler.Strategy.PERIOD: 1, SensorSampler.Strategy.EVENT_RATE: 2}
+        if strategy in periods:
+            if len(args) != periods[strategy]:
+                raise FailReply(f"{strategy.name.lower()} takes {periods[strategy]} period(s)")
+            for i, arg in enumerate(args):
+                value = _float(arg)
+                shortest = i == 0 and strategy == SensorSampler.Strategy.EVENT_RATE
+                if value is None or value < (0.0 if shortest else MIN_SAMPLING_PERIOD):
+                    raise FailReply(
+                        f"sampling period {arg.decode(errors='replace')!r} must be a finite "
+                        f"number of seconds, at least {MIN_SAMPLING_PERIOD}"
+                        + (" (or 0 for the shortest of event-rate)" if shortest else "")
+                    )
+        return await super().request_sensor_sampling(ctx, name, strategy, *args)
 
     @plain_help
     async def request_time(self, ctx: aiokatcp.RequestContext) -> float:

@@ -277,6 +277,22 @@ async def test_help_reads_well_in_a_terminal(typist: Typist) -> None:
         assert r"\_\_" not in line  # no runs of escaped spaces (indentation)
 
 
+async def test_sensor_sampling_periods_that_would_flood_are_refused(typist: Typist) -> None:
+    from dsim.server import MIN_SAMPLING_PERIOD
+
+    for args in ("period nan", "period 1e-9", "period -1", "period inf", "event-rate 0 1e-9",
+                 "event-rate nan 1", "period", "period 1 2"):  # fmt: skip
+        reply = (await typist.type(f"?sensor-sampling heap-size {args}"))[-1]
+        assert reply.startswith("!sensor-sampling fail"), (args, reply)
+    ok = await typist.type(f"?sensor-sampling heap-size period {MIN_SAMPLING_PERIOD}")
+    assert ok[-1].startswith("!sensor-sampling ok heap-size period"), ok
+    ok = await typist.type("?sensor-sampling heap-size event-rate 0 1")
+    assert ok[-1].startswith("!sensor-sampling ok heap-size event-rate"), ok
+    (line, _) = await typist.type("?help sensor-sampling")
+    assert f"{MIN_SAMPLING_PERIOD}\\_s" in line
+    assert (await typist.type("?watchdog"))[-1] == "!watchdog ok"
+
+
 async def test_signals_help_names_every_function(typist: Typist) -> None:
     from dsim.signals import FUNCTIONS
 
