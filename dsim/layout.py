@@ -283,8 +283,7 @@ class MeerkatFormat(WireFormat):
                 f"a MeerKAT digitiser has at most two polarisations (one DEST each), "
                 f"not {self.n_pols}"
             )
-        if isinstance(sample_bits, bool) or not 2 <= sample_bits <= 16:
-            raise ConfigError(f"sample bits must be 2-16, not {sample_bits}")
+        packing.check_sample_bits(sample_bits)
         if isinstance(digitiser_id, bool) or not 0 <= digitiser_id <= MAX_DIGITISER_ID:
             raise ConfigError(
                 f"digitiser id must be 0 to 2**{IMMEDIATE_BITS} - 1 (it is a "

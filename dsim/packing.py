@@ -21,10 +21,23 @@ import threading
 
 import numpy as np
 
+from .errors import ConfigError
 from .spead import wrap_signed
 
 #: Samples per unit of the fast even-width paths (one uint64 of int16 samples).
 _UNIT = 4
+#: Sample widths dsim packs (and generates, and checks): 2 to 16 bits.
+MIN_SAMPLE_BITS = 2
+MAX_SAMPLE_BITS = 16
+
+
+def check_sample_bits(bits: object) -> int:
+    """`bits` if it is a sample width dsim packs; else :exc:`ConfigError`, in words."""
+    if isinstance(bits, bool) or not isinstance(bits, int):
+        raise ConfigError(f"sample bits must be a whole number, not {bits!r}")
+    if not MIN_SAMPLE_BITS <= bits <= MAX_SAMPLE_BITS:
+        raise ConfigError(f"sample bits must be {MIN_SAMPLE_BITS}-{MAX_SAMPLE_BITS}, not {bits}")
+    return bits
 
 
 def group_samples(bits: int) -> int:

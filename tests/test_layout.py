@@ -147,9 +147,11 @@ def test_one_polarisation_may_have_an_odd_id() -> None:
     assert layout.MeerkatFormat([8], 10, 7).digitiser_id == 7
 
 
-@pytest.mark.parametrize("bits", [1, 17, True])
-def test_sample_bits_range(bits: int) -> None:
-    with pytest.raises(ConfigError, match="2-16"):
+@pytest.mark.parametrize(
+    ("bits", "message"), [(1, "2-16"), (17, "2-16"), (True, "whole number"), (10.0, "whole number")]
+)
+def test_sample_bits_range(bits: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         layout.MeerkatFormat([1], bits)
 
 

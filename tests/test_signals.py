@@ -337,7 +337,7 @@ def test_resolve_and_render_settings_are_checked() -> None:
     assert render(resolved, 12, 1).period == 4098  # 12-bit groups are 2 samples
     with pytest.raises(SignalError, match="tail samples"):
         render(resolve("0;"), 10, 1, tail_samples=6)
-    with pytest.raises(SignalError, match="sample bits must be 2..16"):
+    with pytest.raises(SignalError, match="sample bits must be 2-16"):
         render(resolve("0;"), 17, 1)
     with pytest.raises(SignalError, match="dither seed"):
         render(resolve("0;"), 10, -1)

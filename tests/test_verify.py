@@ -453,7 +453,7 @@ def test_cli_port_taken_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) 
         (["7148", "--sync-time", "5"], "--sync-time needs --adc-sample-rate"),
         (["7148", "--period", "5"], "--period and --dither-seed describe a --signals"),
         (["7148", "--signals", "cw(1,2);", "--katcp", "h:1"], "either with --signals or"),
-        (["7148", "--sample-bits", "40"], "--sample-bits must be 2-16"),
+        (["7148", "--sample-bits", "40"], "--sample-bits: sample bits must be 2-16"),
         (["7148", "--plot", "/nonexistent/dir/x.png"], "--plot: cannot write into"),
         (["7148", "--bogus"], "unrecognized arguments"),
     ],

@@ -23,6 +23,7 @@ from ..address import parse_port
 from ..cliutil import OneLineParser, bounded, integer, number
 from ..clock import Clock
 from ..errors import ConfigError
+from ..packing import check_sample_bits
 from ..spead import DEFAULT_DATA_PORT
 from . import plot
 from .expect import UncheckedPattern
@@ -220,8 +221,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         and (args.period is not None or args.dither_seed is not None)
     ):
         parser.error("--period and --dither-seed describe a --signals spec")
-    if args.sample_bits is not None and not 2 <= args.sample_bits <= 16:
-        parser.error(f"--sample-bits must be 2-16, not {args.sample_bits}")
+    if args.sample_bits is not None:
+        try:
+            check_sample_bits(args.sample_bits)
+        except ConfigError as exc:
+            parser.error(f"--sample-bits: {exc}")
     if args.plot is not None:
         directory = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(directory) or not os.access(directory, os.W_OK):

@@ -29,6 +29,7 @@ import spead2.recv.asyncio
 from ..address import parse_destination
 from ..clock import Clock, check_finite
 from ..errors import ConfigError
+from ..packing import check_sample_bits
 from .analysis import DEFAULT_MEASURE_SAMPLES, SampleCollector, Spectrum, measure
 from .checker import Checker, DataHeap
 from .decode import Decoder, HeapKind
@@ -151,8 +152,7 @@ class VerifyConfig:
             check_finite(self.adc_sample_rate, "ADC sample rate", positive=True)
         if self.buffer_size <= 0:
             raise ConfigError(f"buffer size must be positive, not {self.buffer_size}")
-        if not 2 <= self.sample_bits <= 32:
-            raise ConfigError(f"sample bits must be 2-32, not {self.sample_bits}")
+        check_sample_bits(self.sample_bits)
         if self.measure_samples < 0:
             raise ConfigError(f"samples to measure must be >= 0, not {self.measure_samples}")
         if self.multicast is not None:
