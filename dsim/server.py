@@ -35,6 +35,13 @@ AUTO_MIN_PERIOD = 0.5
 AUTO_MAX_PERIOD = 10.0
 #: ?sensor-sampling periods shorter than this (seconds) are refused.
 MIN_SAMPLING_PERIOD = 0.01
+#: What each argument of a sampling strategy with periods is: the period (or longest
+#: period) between updates, the shortest one, or a value (left to aiokatcp).
+_SAMPLING_ARGS = {
+    SensorSampler.Strategy.PERIOD: ("longest",),
+    SensorSampler.Strategy.EVENT_RATE: ("shortest", "longest"),
+    SensorSampler.Strategy.DIFFERENTIAL_RATE: ("value", "shortest", "longest"),
+}
 #: send-errors stays in `warn` (device-status `degraded`) this long after an error.
 SEND_ERROR_HOLD = 10.0
 _DIGITS = re.compile(r"[0-9]+")
@@ -353,25 +360,29 @@ class DeviceServer(aiokatcp.DeviceServer):
         strategy: SensorSampler.Strategy | None = None,
         *args: bytes,
     ) -> tuple:
-        """Query or set how a sensor is reported (none, auto, period, event, differential,
-        event-rate).
+        """Query or set how a sensor is reported, with katcp's sampling strategies.
 
-        As in katcp, with one limit: periods must be finite and at least 0.01 s
-        (a period of nan or 1e-9 would flood the connection and starve the
-        stream's event loop).
+        none, auto, period, event, differential, event-rate and
+        differential-rate, as in katcp, with one limit: a period between
+        updates must be finite and at least 0.01 s (a period of nan or 1e-9
+        would flood the connection and starve the stream's event loop); the
+        shortest period of the -rate strategies may be 0.
         """
-        periods = {SensorSampler.Strategy.PERIOD: 1, SensorSampler.Strategy.EVENT_RATE: 2}
-        if strategy in periods:
-            if len(args) != periods[strategy]:
-                raise FailReply(f"{strategy.name.lower()} takes {periods[strategy]} period(s)")
-            for i, arg in enumerate(args):
+        roles = _SAMPLING_ARGS.get(strategy) if strategy is not None else None
+        if strategy is not None and roles is not None:
+            if len(args) != len(roles):
+                raise FailReply(
+                    f"{strategy.name.lower().replace('_', '-')} takes {len(roles)} argument(s)"
+                )
+            for role, arg in zip(roles, args, strict=True):
+                if role == "value":
+                    continue
                 value = _float(arg)
-                shortest = i == 0 and strategy == SensorSampler.Strategy.EVENT_RATE
-                if value is None or value < (0.0 if shortest else MIN_SAMPLING_PERIOD):
+                least = MIN_SAMPLING_PERIOD if role == "longest" else 0.0
+                if value is None or value < least:
                     raise FailReply(
                         f"sampling period {arg.decode(errors='replace')!r} must be a finite "
-                        f"number of seconds, at least {MIN_SAMPLING_PERIOD}"
-                        + (" (or 0 for the shortest of event-rate)" if shortest else "")
+                        f"number of seconds, at least {least}"
                     )
         return await super().request_sensor_sampling(ctx, name, strategy, *args)
 

@@ -138,7 +138,7 @@ def main() -> int:
         type=float,
         default=2.0,
         help="seconds after the start sample before the window (a late start is caught up "
-        "at 1 %% above the rate)",
+        "at 5 %% above the rate)",
     )
     parser.add_argument("--repeats", type=int, default=1, help="runs per N (majority decides)")
     parser.add_argument(

@@ -72,7 +72,7 @@ def rate_mbps(bytes0: str, t0: float, bytes1: str, t1: float) -> float:
 
 async def control_phase(args: argparse.Namespace) -> dict[str, object]:
     with UdpSink() as sink:
-        # At WARNING dsim does not log its port: DsimProcess reads it from /proc.
+        # dsim prints its port on stderr at any log level; DsimProcess reads it there.
         dsim = await DsimProcess.start(
             [
                 "--heap-size",

@@ -296,7 +296,7 @@ def main() -> int:
         type=float,
         default=2.0,
         help="signal part: seconds from start to the window (a late start is caught up at "
-        "1 %% above the rate)",
+        "5 %% above the rate)",
     )
     parser.add_argument(
         "--signal-unpaced",

@@ -281,13 +281,19 @@ async def test_sensor_sampling_periods_that_would_flood_are_refused(typist: Typi
     from dsim.server import MIN_SAMPLING_PERIOD
 
     for args in ("period nan", "period 1e-9", "period -1", "period inf", "event-rate 0 1e-9",
-                 "event-rate nan 1", "period", "period 1 2"):  # fmt: skip
+                 "event-rate nan 1", "period", "period 1 2",
+                 "differential-rate 1 0.001 0.001", "differential-rate 1 0 nan"):  # fmt: skip
         reply = (await typist.type(f"?sensor-sampling heap-size {args}"))[-1]
         assert reply.startswith("!sensor-sampling fail"), (args, reply)
     ok = await typist.type(f"?sensor-sampling heap-size period {MIN_SAMPLING_PERIOD}")
     assert ok[-1].startswith("!sensor-sampling ok heap-size period"), ok
     ok = await typist.type("?sensor-sampling heap-size event-rate 0 1")
     assert ok[-1].startswith("!sensor-sampling ok heap-size event-rate"), ok
+    ok = await typist.type("?sensor-sampling heap-size differential-rate 1 0 1")
+    assert ok[-1].startswith("!sensor-sampling ok heap-size differential-rate"), ok
+    helps = await typist.type("?help")
+    summary = next(line for line in helps if line.startswith("#help sensor-sampling "))
+    assert summary.endswith("strategies."), summary  # the whole first sentence
     (line, _) = await typist.type("?help sensor-sampling")
     assert f"{MIN_SAMPLING_PERIOD}\\_s" in line
     assert (await typist.type("?watchdog"))[-1] == "!watchdog ok"
