@@ -53,6 +53,45 @@ class ArrayError(DsimError):
     """An antenna did not start or did not answer."""
 
 
+@dataclass
+class Launched:
+    """A ``dsim`` process that has announced its katcp address."""
+
+    process: asyncio.subprocess.Process
+    katcp_address: tuple[str, int]
+    #: Its log so far (stderr is still open: keep reading it, or dsim may block).
+    log: list[str]
+
+
+async def launch(
+    args: Sequence[str], *, prefix: Sequence[str] = (), timeout: float = START_TIMEOUT
+) -> Launched:
+    """Start ``python -m dsim ARGS`` (under the command `prefix`) and wait until it
+    announces its katcp address; a process that exits or times out first is ended and
+    :exc:`ArrayError` raised. Pass ``--katcp-port 0`` for a free port."""
+    process = await asyncio.create_subprocess_exec(
+        *prefix, sys.executable, "-m", "dsim", *args, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await process.stderr.readline()).decode(errors="replace")
+                if not line:
+                    raise ArrayError(f"dsim exited: {''.join(log[-5:]).strip()}")
+                log.append(line)
+                if address := katcp_address_from_log(line):
+                    return Launched(process, address, log)
+    except BaseException as exc:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        if isinstance(exc, TimeoutError):
+            raise ArrayError(f"dsim did not start within {timeout} s") from None
+        raise
+
+
 def option_args(options: dict[str, Any]) -> list[str]:
     """Keyword options as command-line flags: ``heap_size=5120`` -> ``--heap-size 5120``."""
     args: list[str] = []
@@ -177,10 +216,6 @@ class Array:
             else [f"127.0.0.1:{7148 + 2 * k}", f"127.0.0.1:{7149 + 2 * k}"]
         )
         args = [
-            *(prefix(k) if prefix else []),
-            sys.executable,
-            "-m",
-            "dsim",
             "--format",
             "meerkat",
             "--digitiser-id",
@@ -198,21 +233,12 @@ class Array:
             *option_args({"signals": spec, **options}),
             *dests,
         ]
-        process = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE)
-        self._processes.append(process)  # from here on, close() ends it whatever happens
-        assert process.stderr is not None
-        log: list[str] = []
         try:
-            async with asyncio.timeout(START_TIMEOUT):
-                while True:
-                    line = (await process.stderr.readline()).decode()
-                    if not line:
-                        raise ArrayError(f"antenna {k} exited: {''.join(log[-5:]).strip()}")
-                    log.append(line)
-                    if address := katcp_address_from_log(line):
-                        break
-        except TimeoutError:
-            raise ArrayError(f"antenna {k} did not start within {START_TIMEOUT} s") from None
+            launched = await launch(args, prefix=prefix(k) if prefix else ())
+        except ArrayError as exc:
+            raise ArrayError(f"antenna {k}: {exc}") from None
+        process, address, log = launched.process, launched.katcp_address, launched.log
+        self._processes.append(process)  # from here on, close() ends it whatever happens
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT):
                 client = await aiokatcp.Client.connect(*address)

@@ -21,7 +21,7 @@ import spead2.send
 import spead2.send.asyncio
 
 from dsim import packing
-from dsim.array import katcp_address_from_log
+from dsim.array import launch
 from dsim.spead import (
     ADC_SAMPLES_ID,
     DIGITISER_ID_ID,
@@ -208,31 +208,8 @@ class DsimProcess:
 
     @classmethod
     async def start(cls, *args: str) -> DsimProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dsim",
-            "--katcp-port",
-            "0",
-            *args,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert process.stderr is not None
-        log: list[str] = []
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    line = (await process.stderr.readline()).decode()
-                    assert line, f"dsim exited early: {log}"
-                    log.append(line)
-                    if address := katcp_address_from_log(line):
-                        break
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            raise
-        return cls(process, address[1], log)
+        launched = await launch(["--katcp-port", "0", *args], timeout=TIMEOUT)
+        return cls(launched.process, launched.katcp_address[1], launched.log)
 
     async def finish(self, timeout: float = TIMEOUT) -> int:
         """Wait for the process to exit; returns its status (the log is complete then)."""

@@ -189,7 +189,7 @@ async def test_a_failed_start_leaves_no_process_behind() -> None:
     def prefix(k: int) -> list[str]:
         return ["false"] if k == 1 else []
 
-    with pytest.raises(ArrayError, match="antenna 1 exited"):
+    with pytest.raises(ArrayError, match="antenna 1: dsim exited"):
         await Array.start(2, sync_time=float(marker), prefix=prefix)
     found = subprocess.run(["pgrep", "-f", f"sync-time {marker}"], capture_output=True)
     assert found.returncode == 1, found.stdout  # 1: no such process
