@@ -109,6 +109,8 @@ def resolve_interface(address: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
             sock.bind((numeric, 0))
+            # A broadcast address binds too; only an interface's own can send multicast.
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(numeric))
         except OSError:
             raise ConfigError(
                 f"interface address {numeric} is not an address of this machine"

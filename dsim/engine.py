@@ -485,21 +485,36 @@ class Engine:
         period = self._signal_period if period is None else period
         if timestamp is not None:
             self._check_switch_timestamp(timestamp)
+            heap = self.heap_samples
+            if not program.is_counter and timestamp % heap:
+                # A window's heaps start on multiples of their size (a heap-size change
+                # can leave the stream between them): refuse rather than switch later.
+                raise ConfigError(
+                    f"timestamp {timestamp} is not a multiple of the heap's {heap} samples, "
+                    "where the heaps of a signal window start"
+                )
         async with self._change_lock:
             self._replace_scheduled()
             started = time.monotonic()
             spare = self._spare_for(program, period)
-            if spare is not None:
-                # Render into the window no longer sent, whose heaps are all built.
-                self._spare = None
-                await self._sender.unused(spare)
-                signal = await in_thread(
-                    self._render, program, period, self.heap_samples, spare.signal.window
-                )
-                plan = reuse_plan(spare, signal, self.format)
-            else:
-                signal = await in_thread(self._render, program, period, self.heap_samples)
-                plan = await in_thread(self._make_plan, signal, self.heap_size)
+            try:
+                if spare is not None:
+                    # Render into the window no longer sent, whose heaps are all built.
+                    self._spare = None
+                    await self._sender.unused(spare)
+                    signal = await in_thread(
+                        self._render, program, period, self.heap_samples, spare.signal.window
+                    )
+                    plan = reuse_plan(spare, signal, self.format)
+                else:
+                    signal = await in_thread(self._render, program, period, self.heap_samples)
+                    plan = await in_thread(self._make_plan, signal, self.heap_size)
+            except MemoryError:
+                # Past the check (a ulimit -v, or overcommit refused): say so in one line.
+                raise ConfigError(
+                    f"not enough memory to render a window of {period} samples: "
+                    "choose a shorter period"
+                ) from None
             self.last_signals_seconds = time.monotonic() - started
             if timestamp is not None:
                 self._check_switch_timestamp(timestamp)  # may have passed while rendering
@@ -655,9 +670,16 @@ class Engine:
             # Descriptors first, so that a real-time capture's first heap is not delayed.
             await sender.send_descriptors(self._plan)
             next_descriptors = time.monotonic() + (self._descriptor_interval or float("inf"))
-            if start_at is not None and not await self._sleep_until(start_at):
-                self._next_timestamp = resume  # stopped before its start: nothing was sent
-                return sender.capture_heaps
+            while start_at is not None and time.time() < start_at:
+                if not await self._sleep_until(start_at):
+                    # Stopped before its start: nothing was sent, the stream stays where
+                    # it was (and so do changes made meanwhile).
+                    self._next_timestamp = resume
+                    self._installed_at = min(self._installed_at, resume)
+                    return sender.capture_heaps
+                change = self._pending  # woken by a change: put it in effect, wait on
+                if change is not None and change.timestamp is None:
+                    await self._apply(change)
             while not self._stop_requested and remaining != 0:
                 change = self._pending
                 if change is not None and (

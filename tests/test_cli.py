@@ -101,6 +101,7 @@ BAD_COMMAND_LINES = [
     (["--prometheus-port", "70000"], "Prometheus port must be 0-65535"),
     (["--buffer-size", "999999999999999999999"], "buffer size must be 1 to 2147483647"),
     (["--interface", ""], "interface is empty"),
+    (["--interface", "255.255.255.255"], "not an address of this machine"),
     (["239.1.1.1+999:7148"], "at most 256 addresses"),
     (["--adc-sample-rate", "1e300"], "past 2**62"),
     (

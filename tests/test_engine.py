@@ -338,3 +338,58 @@ async def test_timestamps_beyond_2_to_the_62_are_refused(engines: Factory) -> No
         await engine.set_signals("cw(0.1, 1e6);", 1 << 16, too_far)
     assert engine.start(1, 1 << 62) == 1 << 62  # the limit itself is fine
     assert await engine.wait_capture() == 1
+
+
+async def test_a_change_while_waiting_for_the_start_then_a_stop(engines: Factory) -> None:
+    """A change while a real-time capture waits for its (far) start is put in effect;
+    a stop then leaves the stream where it was, so the next capture starts now."""
+    import time
+
+    from dsim.clock import Clock
+
+    clock = Clock(1e5, time.time(), 8192)
+    engine = engines(inproc_transport(), 8192, clock=clock)
+    far = (1 << 16) * 10**7  # a multiple of the heap and of the window period
+    assert engine.start(None, far) == far
+    first = await engine.set_signals("cw(0.1, 1e4);", 1 << 16)
+    assert first == far
+    assert await engine.stop() == 0
+    assert engine.next_timestamp < far and engine.steady_state_timestamp < far
+    assert engine.signal.canonical.startswith("cw(")
+    start = engine.start(2)
+    assert start < far
+    assert await engine.wait_capture() == 2
+
+
+async def test_a_render_out_of_memory_is_one_line(
+    engines: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engines(inproc_transport(), 8192)
+
+    def no_memory(*args: object) -> None:
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(engine, "_render", no_memory)
+    with pytest.raises(ConfigError, match="^not enough memory to render a window of 65536"):
+        await engine.set_signals("cw(0.1, 1e6);", 1 << 16)
+    monkeypatch.undo()
+    assert await engine.set_signals("cw(0.1, 1e6);", 1 << 16) == 0
+
+
+async def test_a_scheduled_window_switch_must_be_on_a_heap_multiple(engines: Factory) -> None:
+    """After a heap-size change the counter stream may sit between multiples of the new
+    size; a window switch there is refused rather than moved later than replied."""
+    engine = engines(inproc_transport(rate=200_000.0), 128)
+    engine.start()
+    await asyncio.sleep(0.05)
+    await engine.set_heap_size(4096)
+    t = engine.next_timestamp + 20 * 4096
+    if t % 4096 == 0:
+        t += 128 * 4096 + 2048  # still a heap boundary of the stream? make it off-multiple
+    with pytest.raises(
+        ConfigError, match="not a multiple of the heap's 4096 samples|heap boundary"
+    ):
+        await engine.set_signals("cw(0.1, 1e6);", 1 << 16, t)
+    aligned = -(-engine.next_timestamp // 4096) * 4096 + 20 * 4096
+    assert await engine.set_signals("cw(0.1, 1e6);", 1 << 16, aligned) == aligned
+    await engine.stop()
