@@ -122,6 +122,18 @@ async def test_capture_stop_in_real_time_replies_promptly(
     assert await dsim.finish() == 0
 
 
+async def sigterm_during(dsim: DsimProcess, request: asyncio.Task[str]) -> None:
+    """SIGTERM while `request` (a ?signals) is still rendering: dsim exits cleanly within
+    BOUND, and the request fails (the server halted)."""
+    assert not request.done()  # still rendering: the stop below interrupts it
+    start = time.monotonic()
+    dsim.process.send_signal(signal.SIGTERM)
+    assert await dsim.finish() == 0
+    assert time.monotonic() - start < BOUND
+    with contextlib.suppress(AssertionError):  # the request fails: the server halted
+        await request
+
+
 async def test_a_signal_being_rendered_does_not_hold_up_a_stop(
     dsim_processes: Callable[..., Any], sink: Sink
 ) -> None:
@@ -131,13 +143,7 @@ async def test_a_signal_being_rendered_does_not_hold_up_a_stop(
     # A quarter of a billion samples of noise per polarisation: seconds of work.
     request = asyncio.create_task(dsim.katcpcmd("signals", "wgn(0.1); wgn(0.1);", str(1 << 28)))
     await asyncio.sleep(0.5)
-    assert not request.done()  # still rendering: the stop below interrupts it
-    start = time.monotonic()
-    dsim.process.send_signal(signal.SIGTERM)
-    assert await dsim.finish() == 0
-    assert time.monotonic() - start < BOUND
-    with contextlib.suppress(AssertionError):  # the request fails: the server halted
-        await request
+    await sigterm_during(dsim, request)
 
 
 SLOW_SHUTDOWN = textwrap.dedent(
@@ -183,13 +189,7 @@ async def test_a_halt_during_a_full_window_fft_exits_at_once(
         dsim.katcpcmd("signals", "delay(wgn(0.1, 1), 0.5); 0;", str(1 << 26))
     )
     await asyncio.sleep(1.0)  # well into the FFT (about 4 s here)
-    assert not request.done()
-    start = time.monotonic()
-    dsim.process.send_signal(signal.SIGTERM)
-    assert await dsim.finish() == 0
-    assert time.monotonic() - start < BOUND
-    with contextlib.suppress(AssertionError):  # the request fails: the server halted
-        await request
+    await sigterm_during(dsim, request)
 
 
 def test_a_signal_during_the_start_up_render_stops_it() -> None:
